@@ -1,0 +1,49 @@
+"""Typed errors; `krnet.cli` is the one place that turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class KrnetError(Exception):
+    """An error a person can act on: the message names the thing at fault and the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(KrnetError):
+    """A setting, config file or command-line value that cannot work."""
+
+    exit_code = 2
+
+
+class UsageError(KrnetError):
+    """A command used the wrong way."""
+
+    exit_code = 2
+
+
+class StoreError(KrnetError):
+    """The SQLite record cannot be opened, migrated or written."""
+
+
+class KernelError(KrnetError):
+    """A link, address, route or sysctl could not be brought to the expected state."""
+
+
+class FirewallError(KrnetError):
+    """An iptables or firewalld rule could not be applied, read or removed."""
+
+
+class DockerError(KrnetError):
+    """The Docker daemon refused or cannot be reached."""
+
+
+class PoolExhaustedError(KrnetError):
+    """Every runner id is taken by an active runner."""
+
+
+class ProtocolError(KrnetError):
+    """A join-protocol failure, carrying the wire error code (docs/protocol.md)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
