@@ -1,0 +1,28 @@
+"""Shared test helpers: privileged tests skip on a bare machine but fail in CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def privileged_required() -> bool:
+    """True where CI demands that root-only tests run (KRNET_REQUIRE_PRIVILEGED=1)."""
+    return os.environ.get("KRNET_REQUIRE_PRIVILEGED") == "1"
+
+
+def require_privileged(*tools: str) -> None:
+    """Skip (or, in CI, fail) unless we are root and every named tool is installed."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    reason = None
+    if os.geteuid() != 0:
+        reason = "needs root for network namespaces"
+    elif missing:
+        reason = f"needs {', '.join(missing)} installed"
+    if reason is None:
+        return
+    if privileged_required():
+        pytest.fail(f"KRNET_REQUIRE_PRIVILEGED=1 but this test cannot run: {reason}")
+    pytest.skip(reason)
