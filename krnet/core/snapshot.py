@@ -1,0 +1,125 @@
+"""A node's whole state taken in one pass: the input of diagnosis, status and the TUI.
+
+Plain frozen values, no I/O: the kernel (netlink), firewall, Docker and the record are read
+by `krnet.core.state`, checks in `krnet.core.diagnose` run over this without touching anything,
+and a snapshot can be recorded to JSON and replayed in tests or sent to a remote TUI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from krnet.core.records import EventRecord, RunnerRecord
+
+
+@dataclass(frozen=True)
+class VxlanInfo:
+    """The VXLAN attributes of a link as the kernel reports them."""
+
+    vni: int
+    local: str | None
+    remote: str | None
+    port: int
+    learning: bool
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """One network link: identity, state, addresses and counters."""
+
+    name: str
+    index: int
+    kind: str | None  # "vxlan", "bridge", "veth", ... (None for a plain device)
+    mtu: int
+    up: bool
+    mac: str | None
+    master: str | None
+    addresses: tuple[str, ...] = ()  # CIDR strings, e.g. "10.1.0.1/16"
+    vxlan: VxlanInfo | None = None
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """An IPv4 route of the main table."""
+
+    dst: str  # "10.0.0.0/8", or "default"
+    gateway: str | None
+    dev: str | None
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """An iptables rule as read back, with its counters."""
+
+    table: str  # "filter" | "nat"
+    chain: str
+    spec: str  # the rule's arguments as iptables-save prints them, e.g. "-s 10.0.0.0/8 -j ACCEPT"
+    packets: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class DockerNetworkInfo:
+    """A Docker network krnet cares about."""
+
+    name: str
+    driver: str
+    subnet: str | None
+    gateway: str | None
+    bridge: str | None  # com.docker.network.bridge.name
+    mtu: int | None
+    aux_addresses: Mapping[str, str] = field(default_factory=dict)
+    containers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DockerState:
+    """Whether Docker answers, and its networks when it does."""
+
+    available: bool
+    error: str | None = None
+    networks: tuple[DockerNetworkInfo, ...] = ()
+    selected_network: str | None = None  # the network containers should use (reference table)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The hub's DF probe through one runner's tunnel at the full overlay MTU."""
+
+    runner_id: int
+    sent: int
+    received: int
+    rtt_ms: float | None
+    last_success: datetime | None
+
+    @property
+    def loss(self) -> float:
+        return 0.0 if self.sent == 0 else 1.0 - self.received / self.sent
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """Everything diagnosis, status and the TUI need about one node at one moment."""
+
+    taken_at: datetime
+    mode: str  # "host" | "runner"
+    settings: Any  # krnet.config.Settings (Any keeps this module free of config imports)
+    runners: tuple[RunnerRecord, ...] = ()
+    links: Mapping[str, LinkInfo] = field(default_factory=dict)
+    routes: tuple[RouteInfo, ...] = ()
+    rules: tuple[RuleInfo, ...] = ()
+    guard_allowlist: tuple[str, ...] = ()
+    docker: DockerState | None = None  # None on a host (no Docker role there)
+    sysctls: Mapping[str, str] = field(default_factory=dict)
+    underlay_link: str | None = None
+    underlay_mtu: int | None = None
+    probes: Mapping[int, ProbeResult] = field(default_factory=dict)
+    events: tuple[EventRecord, ...] = ()
+    errors: tuple[str, ...] = ()  # parts that could not be read (e.g. "iptables: not installed")
