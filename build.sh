@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Build dist/krnet.pyz (one self-contained zipapp) from a fresh clone; `./build.sh test` also runs
+# the whole suite. As root on Debian it first installs the system packages the tests need.
+#
+#   ./build.sh                      build for this machine's python3
+#   ./build.sh test [PYTEST ARGS]   build, then run the tests against the source and the zipapp
+#   KRNET_TARGET_PYTHON=3.12 ./build.sh
+#                                   build for another CPython (binary wheels only; the zipapp then
+#                                   runs only on that CPython minor version and this architecture)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+SYSTEM_PACKAGES=(iproute2 iptables docker.io busybox-static iperf3 tmux debootstrap)
+# shiv stamps every file with this time, so two builds of one commit are byte-identical.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}
+
+step() { printf '==> %s\n' "$*" >&2; }
+
+install_system_packages() {
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 0
+    local missing=()
+    for package in "${SYSTEM_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    step "installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        step "creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    # Reinstall only when the declared dependencies change.
+    local stamp="$VENV/.krnet-deps" want
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        step "installing krnet and its development dependencies into $VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e '.[dev]'
+        echo "$want" >"$stamp"
+    fi
+}
+
+build_zipapp() {
+    local target=${KRNET_TARGET_PYTHON:-}
+    local work
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' RETURN
+    mkdir -p dist
+    step "building the krnet wheel"
+    "$VENV/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$work" . >/dev/null
+    local pip_args=("$work"/krnet-*.whl)
+    if [ -n "$target" ]; then
+        step "resolving binary wheels for CPython $target ($(uname -m))"
+        pip_args+=(--python-version "$target" --implementation cp --only-binary=:all:
+            --platform "manylinux2014_$(uname -m)" --platform "manylinux_2_17_$(uname -m)"
+            --platform "manylinux_2_28_$(uname -m)")
+    fi
+    step "building dist/krnet.pyz with shiv"
+    "$VENV/bin/shiv" --compressed --reproducible --no-cache \
+        -c krnet -p '/usr/bin/env python3' -o dist/krnet.pyz \
+        "${pip_args[@]}" >/dev/null
+    step "dist/krnet.pyz: $(du -h dist/krnet.pyz | cut -f1), sha256 $(sha256sum dist/krnet.pyz | cut -c1-16)"
+}
+
+run_tests() {
+    step "running the tests"
+    "$VENV/bin/python" -m pytest "$@"
+}
+
+main() {
+    install_system_packages
+    ensure_venv
+    build_zipapp
+    if [ "${1:-}" = test ]; then
+        shift
+        run_tests "$@"
+    fi
+}
+
+main "$@"
