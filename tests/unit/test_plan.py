@@ -1,0 +1,111 @@
+"""The address plan against the reference's "IP Address Allocation" tables, and its invariants."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from krnet.core.plan import (
+    IFNAME_MAX,
+    MAX_VNI,
+    OverlayPlan,
+    PlanError,
+    runner_id_from_tunnel,
+    tunnel_name,
+)
+
+DEFAULT = OverlayPlan.build("10.0.0.1", 8, 16, 100)
+
+
+@pytest.mark.parametrize("runner_id", range(1, 256))
+def test_defaults_reproduce_the_reference_table(runner_id: int) -> None:
+    runner = DEFAULT.runner(runner_id)
+    assert runner.subnet == IPv4Network(f"10.{runner_id}.0.0/16")
+    assert runner.gateway == IPv4Address(f"10.{runner_id}.0.1")
+    assert runner.host_ip_on_subnet == IPv4Address(f"10.{runner_id}.0.254")
+    assert runner.first_container == IPv4Address(f"10.{runner_id}.0.2")
+    assert runner.last_container == IPv4Address(f"10.{runner_id}.255.254")
+    assert runner.vni == 100 + runner_id
+    assert runner.host_interface == f"vxkr{runner_id}"
+
+
+def test_reference_figures() -> None:
+    assert str(DEFAULT.host_interface) == "10.0.0.1/8"
+    assert DEFAULT.max_runners == 255
+    runner = DEFAULT.runner(1)
+    assert runner.usable_containers == 65_532
+    assert not runner.is_container_address(IPv4Address("10.1.0.254"))
+    assert not runner.is_container_address(IPv4Address("10.1.0.1"))
+    assert runner.is_container_address(IPv4Address("10.1.0.253"))
+    assert runner.is_container_address(IPv4Address("10.1.0.255"))
+    assert str(runner.host_interface_address) == "10.1.0.254/16"
+
+
+def test_reference_custom_scheme_works_without_code_changes() -> None:
+    plan = OverlayPlan.build("172.16.0.1", 12, 16, 100)
+    assert plan.network == IPv4Network("172.16.0.0/12")
+    assert plan.max_runners == 15
+    assert plan.runner(1).subnet == IPv4Network("172.17.0.0/16")
+    assert plan.runner(15).subnet == IPv4Network("172.31.0.0/16")
+    wide = OverlayPlan.build("172.16.0.1", 12, 20, 100)
+    assert wide.max_runners == 255
+    assert wide.runner(255).subnet.subnet_of(wide.network)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("10.0.0.1", 8, 8, 100), "overlay_runner_prefix"),
+        (("10.0.0.1", 8, 25, 100), "overlay_runner_prefix"),
+        (("10.0.0.1", 0, 16, 100), "overlay_host_prefix"),
+        (("10.1.0.1", 8, 16, 100), "block 0"),
+        (("10.0.0.1", 8, 16, MAX_VNI - 10), "24-bit"),
+        (("not-an-ip", 8, 16, 100), "not an IPv4"),
+    ],
+)
+def test_impossible_plans_are_refused(args: tuple, fragment: str) -> None:
+    with pytest.raises(PlanError, match=fragment):
+        OverlayPlan.build(*args)
+
+
+def test_runner_ids_outside_the_pool_are_refused() -> None:
+    for bad in (0, 256):
+        with pytest.raises(PlanError):
+            DEFAULT.runner(bad)
+
+
+def test_tunnel_names_round_trip_and_reject_foreign_links() -> None:
+    assert tunnel_name(10) == "vxkr10"
+    assert runner_id_from_tunnel("vxkr10") == 10
+    for foreign in ("vxkr", "vxkr0", "vxkr256", "vxkr01", "vxlan0", "eth0", "vxkrx"):
+        assert runner_id_from_tunnel(foreign) is None
+
+
+plans = st.builds(
+    lambda host_prefix, extra, base: (host_prefix, min(24, host_prefix + extra), base),
+    st.integers(min_value=8, max_value=22),
+    st.integers(min_value=1, max_value=16),
+    st.integers(min_value=0, max_value=MAX_VNI - 255),
+).filter(lambda p: p[1] > p[0])
+
+
+@given(plans)
+def test_subnets_never_overlap_and_stay_inside_the_overlay(params: tuple[int, int, int]) -> None:
+    host_prefix, runner_prefix, base = params
+    plan = OverlayPlan.build("10.0.0.1", host_prefix, runner_prefix, base)
+    subnets = [plan.runner(i).subnet for i in range(1, plan.max_runners + 1)]
+    assert len(set(subnets)) == len(subnets)
+    for i, subnet in enumerate(subnets, start=1):
+        assert subnet.subnet_of(plan.network)
+        assert not subnet.overlaps(plan.host_block)
+        assert plan.host_ip not in subnet
+        assert plan.runner_for_subnet(subnet) == i
+        runner = plan.runner(i)
+        assert runner.gateway in subnet and runner.host_ip_on_subnet in subnet
+        assert len(runner.host_interface) <= IFNAME_MAX
+        assert 0 <= runner.vni <= MAX_VNI
+    ordered = sorted(subnets)
+    assert all(not a.overlaps(b) for a, b in zip(ordered, ordered[1:], strict=False))
