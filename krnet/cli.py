@@ -1,4 +1,4 @@
-"""Command line: parses arguments, runs one command, turns KrnetError into one line and an exit code.
+"""Command line: parse arguments, run one command, turn KrnetError into one line and a code.
 
 Every command lives in `krnet.commands.<module>` and is imported only when it runs, so
 `krnet --help` stays fast (no textual, docker, pyroute2 or sqlalchemy at start-up).

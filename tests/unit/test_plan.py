@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -108,4 +109,4 @@ def test_subnets_never_overlap_and_stay_inside_the_overlay(params: tuple[int, in
         assert len(runner.host_interface) <= IFNAME_MAX
         assert 0 <= runner.vni <= MAX_VNI
     ordered = sorted(subnets)
-    assert all(not a.overlaps(b) for a, b in zip(ordered, ordered[1:], strict=False))
+    assert all(not a.overlaps(b) for a, b in itertools.pairwise(ordered))
