@@ -1,0 +1,67 @@
+"""Values of the SQLite record that cross module boundaries (no database code here).
+
+`RunnerRecord.observed` holds the last heartbeat's view of the runner's tunnel, with these keys
+when known: "vni", "mtu", "vxlan_port" (ints) and "local" (the tunnel's local address);
+`krnet.core.status` compares them with the plan and the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ACTIVE = "active"
+INACTIVE = "inactive"
+RUNNER_STATUSES = (ACTIVE, INACTIVE)
+UNREPORTED = 0  # vxlan_port / mtu of an adopted record: the runner never reported them
+
+
+@dataclass(frozen=True)
+class RunnerRecord:
+    """One runner id and who holds it; times are timezone-aware UTC."""
+
+    runner_id: int
+    identity: str | None
+    hostname: str
+    physical_ip: str
+    vni: int
+    subnet: str
+    status: str
+    first_seen: datetime
+    last_seen: datetime
+    vxlan_id: int
+    vxlan_port: int
+    mtu: int
+    observed: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """What a joining runner says about itself: who it is and the settings it runs with."""
+
+    identity: str | None
+    hostname: str
+    physical_ip: str
+    vxlan_id: int
+    vxlan_port: int
+    mtu: int
+
+
+@dataclass(frozen=True)
+class AllocationDecision:
+    """The id a join gets and why: "new", "returning" or "reclaimed" (from `previous`)."""
+
+    runner_id: int
+    kind: str
+    previous: RunnerRecord | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One line of the record's event log."""
+
+    id: int
+    time: datetime
+    kind: str
+    runner_id: int | None
+    message: str
