@@ -1,0 +1,121 @@
+"""Clients and a host for protocol tests: real sockets on loopback, no root."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from krnet.config import Settings
+from krnet.core.client import HostConnection
+from krnet.core.dataplane_seam import NullHostDataPlane
+from krnet.core.host import HostService
+from krnet.core.protocol import MAX_LINE, Allocation, Welcome
+from krnet.core.store import Store
+
+TOKEN = "5c1f8e2a7b4d9c3e6f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6"
+
+HOST_SETTINGS = Settings(
+    mode="host",
+    join_bind="127.0.0.1",
+    join_port=0,
+    handshake_timeout=1.0,
+    heartbeat_interval=0.2,
+    runner_timeout=30.0,
+)
+
+# a well-formed join (its MAC is not checked by the parser)
+JOIN_MESSAGE: dict[str, Any] = {
+    "type": "join",
+    "version": 1,
+    "nonce": "0123456789abcdef0123456789abcdef",
+    "identity": "fedcba9876543210fedcba9876543210",
+    "hostname": "runner-1",
+    "physical_ip": "192.0.2.11",
+    "vxlan_id": 100,
+    "vxlan_port": 4789,
+    "mtu": 1450,
+    "mac": "a" * 64,
+}
+
+
+@dataclass
+class RunningHost:
+    """A started HostService and what it was built from."""
+
+    service: HostService
+    store: Store
+    dataplane: NullHostDataPlane
+    data_dir: Path
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+
+StartHost = Callable[..., Awaitable[RunningHost]]
+
+
+def join_fields(
+    identity: str | None = None,
+    hostname: str = "runner-a",
+    physical_ip: str = "127.0.0.1",
+    **changes: Any,
+) -> dict[str, Any]:
+    return {
+        "identity": identity or uuid.uuid4().hex,
+        "hostname": hostname,
+        "physical_ip": physical_ip,
+        "vxlan_id": 100,
+        "vxlan_port": 4789,
+        "mtu": 1450,
+        **changes,
+    }
+
+
+async def connect(port: int, token: str = TOKEN) -> HostConnection:
+    return await HostConnection.open("127.0.0.1", port, token, timeout=5.0)
+
+
+async def join(port: int, token: str = TOKEN, **fields: Any) -> tuple[HostConnection, Allocation]:
+    """Join over a fresh connection; the connection stays open for heartbeats."""
+    connection = await connect(port, token)
+    await connection.send_first("join", join_fields(**fields))
+    welcome = await connection.receive(Welcome)
+    return connection, welcome.allocation()
+
+
+async def join_once(port: int, **fields: Any) -> Allocation:
+    connection, allocation = await join(port, **fields)
+    await connection.close()
+    return allocation
+
+
+async def exchange(port: int, payload: bytes, *, eof: bool = True) -> list[bytes]:
+    """Read hello, send raw bytes, and collect every line the host sends until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=MAX_LINE * 2)
+    try:
+        lines = [await reader.readline()]
+        writer.write(payload)
+        if eof:
+            writer.write_eof()
+        await writer.drain()
+        while line := await asyncio.wait_for(reader.readline(), 10):
+            lines.append(line)
+        return lines
+    finally:
+        writer.close()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll until `condition` holds; fail (not a timing assertion: a generous bound) otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail("condition not reached within the bound")
+        await asyncio.sleep(0.02)
