@@ -1,0 +1,43 @@
+"""Fixtures: real host services on loopback (port 0, their own data dirs), stopped at the end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from krnet.core.dataplane_seam import NullHostDataPlane
+from krnet.core.host import HostService
+from krnet.core.store import Store
+from tests.protocol.peers import HOST_SETTINGS, TOKEN, RunningHost, StartHost
+
+
+@pytest.fixture
+async def start_host(tmp_path: Path) -> AsyncIterator[StartHost]:
+    """Start hosts on demand; every one is stopped and its store closed at the end."""
+    started: list[RunningHost] = []
+
+    async def start(
+        data_dir: Path | None = None, token: str = TOKEN, **changes: Any
+    ) -> RunningHost:
+        directory = data_dir or tmp_path / "host"
+        store = Store.open(directory)
+        dataplane = NullHostDataPlane()
+        service = HostService(replace(HOST_SETTINGS, **changes), store, token, dataplane)
+        await service.start()
+        running = RunningHost(service, store, dataplane, directory)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await running.service.stop()
+        running.store.close()
+
+
+@pytest.fixture
+async def host(start_host: StartHost) -> RunningHost:
+    return await start_host()
