@@ -51,6 +51,8 @@ log = logging.getLogger("krnet.host")
 
 IDLE_SLACK = 5.0  # seconds beyond three missed heartbeats before a silent connection is dropped
 CLOSE_TIMEOUT = 1.0
+MAX_BACKLOG = 4096  # pending connections the kernel may queue (it caps this at somaxconn)
+_JOIN_VERBS = {"new": "joined", "returning": "rejoined", "reclaimed": "joined on a reclaimed id"}
 T = TypeVar("T")
 
 
@@ -119,7 +121,12 @@ class HostService:
         bind, port = self.settings.join_bind, self.settings.join_port
         try:
             self._server = await asyncio.start_server(
-                self._accept, host=bind, port=port, limit=MAX_LINE, reuse_address=True
+                self._accept,
+                host=bind,
+                port=port,
+                limit=MAX_LINE,
+                reuse_address=True,
+                backlog=min(self.settings.max_connections, MAX_BACKLOG),
             )
         except OSError as exc:
             raise KrnetError(
@@ -264,7 +271,7 @@ class HostService:
             "runner %d %s %s: subnet %s, VNI %d",
             record.runner_id,
             who,
-            decision.kind,
+            _JOIN_VERBS.get(decision.kind, decision.kind),
             allocation.subnet,
             allocation.vni,
         )

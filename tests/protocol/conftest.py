@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from krnet.core.dataplane_seam import NullHostDataPlane
-from krnet.core.host import HostService
+from krnet.core.host import HostService, utc_now
 from krnet.core.store import Store
 from tests.protocol.peers import HOST_SETTINGS, TOKEN, RunningHost, StartHost
 
@@ -21,12 +22,15 @@ async def start_host(tmp_path: Path) -> AsyncIterator[StartHost]:
     started: list[RunningHost] = []
 
     async def start(
-        data_dir: Path | None = None, token: str = TOKEN, **changes: Any
+        data_dir: Path | None = None,
+        token: str = TOKEN,
+        clock: Callable[[], datetime] = utc_now,
+        **changes: Any,
     ) -> RunningHost:
         directory = data_dir or tmp_path / "host"
         store = Store.open(directory)
         dataplane = NullHostDataPlane()
-        service = HostService(replace(HOST_SETTINGS, **changes), store, token, dataplane)
+        service = HostService(replace(HOST_SETTINGS, **changes), store, token, dataplane, clock)
         await service.start()
         running = RunningHost(service, store, dataplane, directory)
         started.append(running)

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +23,7 @@ from krnet.core.dataplane_seam import NullHostDataPlane
 from krnet.core.host import HostService
 from krnet.core.protocol import MAX_LINE, Allocation, Welcome
 from krnet.core.store import Store
+from krnet.core.token import token_path, write_token
 
 TOKEN = "5c1f8e2a7b4d9c3e6f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6"
 
@@ -79,7 +86,8 @@ def join_fields(
 
 
 async def connect(port: int, token: str = TOKEN) -> HostConnection:
-    return await HostConnection.open("127.0.0.1", port, token, timeout=5.0)
+    """A client past `hello`; its timeout is a generous bound, never a measured figure."""
+    return await HostConnection.open("127.0.0.1", port, token, timeout=60.0)
 
 
 async def join(port: int, token: str = TOKEN, **fields: Any) -> tuple[HostConnection, Allocation]:
@@ -119,3 +127,44 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
         if asyncio.get_running_loop().time() > deadline:
             pytest.fail("condition not reached within the bound")
         await asyncio.sleep(0.02)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for a subprocess that needs a fixed one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def spawn_serve(tmp_path: Path, name: str, settings: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """`python -m krnet serve` with a krnet.toml of `settings`, the token, and a private HOME."""
+    data_dir = tmp_path / name
+    write_token(token_path(data_dir), TOKEN)
+    config = tmp_path / f"{name}.toml"
+    config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("KRNET_")}
+    environ["HOME"] = str(tmp_path)
+    command = [sys.executable, "-m", "krnet", "--config", str(config)]
+    return subprocess.Popen(
+        [*command, "--data-dir", str(data_dir), "serve"],
+        env=environ,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Wait until `process` listens on `port` (or fail if it died)."""
+
+    def listening() -> bool:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    await wait_until(listening, timeout=30)
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """SIGTERM, then the exit code and everything it logged."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    return process.returncode, stderr.decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from krnet.core.protocol import (
     HeartbeatAck,
     new_nonce,
 )
+from krnet.core.store import Store
 from krnet.errors import ProtocolError
 from tests.protocol.peers import (
     TOKEN,
@@ -24,9 +26,13 @@ from tests.protocol.peers import (
     StartHost,
     connect,
     exchange,
+    free_port,
     join,
     join_fields,
     join_once,
+    spawn_serve,
+    stop_serve,
+    wait_for_port,
     wait_until,
 )
 
@@ -304,3 +310,19 @@ async def test_silent_client_times_out(start_host: StartHost) -> None:
 async def test_client_stalled_mid_line_times_out(start_host: StartHost) -> None:
     host = await start_host(handshake_timeout=0.3)
     assert (await refusal(host, b'{"type": "join", "ver', eof=False))["code"] == "timeout"
+
+
+async def test_krnet_serve_host_answers_a_join_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    settings = {"mode": "host", "join_bind": "127.0.0.1", "join_port": port}
+    process = spawn_serve(tmp_path, "host", {**settings, "overlay_enabled": False})
+    try:
+        await wait_for_port(port, process)
+        allocation = await join_once(port, hostname="runner-a")
+    finally:
+        code, log = stop_serve(process)
+    assert allocation.runner_id == 1
+    assert code == 0, log
+    assert "runner-a" in log
+    with Store.open(tmp_path / "host") as store:
+        assert [record.hostname for record in store.runners()] == ["runner-a"]

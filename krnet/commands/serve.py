@@ -1,0 +1,80 @@
+"""`krnet serve`: the host service or the runner agent, headless, until SIGTERM/SIGINT.
+
+Stopping leaves every tunnel, bridge and allocation in place (DESIGN.md): running containers
+keep their connectivity, and the next start reconciles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from krnet.config import load_settings
+from krnet.core.token import read_token
+
+if TYPE_CHECKING:
+    from krnet.config import Settings
+    from krnet.core.store import Store
+
+log = logging.getLogger("krnet.serve")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run in the configured mode (or --mode) until a signal; exit 0."""
+    from krnet.core.store import Store
+
+    loaded = load_settings(args)
+    settings = loaded.settings
+    token = read_token(settings, loaded.data_dir)
+    with Store.open(loaded.data_dir) as store:
+        log.info(
+            "krnet serve: %s mode, data dir %s, overlay %s",
+            settings.mode,
+            loaded.data_dir,
+            "enabled" if settings.overlay_enabled else "disabled",
+        )
+        asyncio.run(_serve(settings, loaded.data_dir, store, token))
+    log.info("stopped; tunnels and allocations left in place")
+    return 0
+
+
+async def _serve(settings: Settings, data_dir: Path, store: Store, token: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if settings.mode == "host":
+        await _serve_host(settings, store, token, stop)
+    else:
+        await _serve_runner(settings, data_dir, store, token, stop)
+
+
+async def _serve_host(settings: Settings, store: Store, token: str, stop: asyncio.Event) -> None:
+    from krnet.core.dataplane_seam import make_host_dataplane
+    from krnet.core.host import HostService
+
+    service = HostService(settings, store, token, make_host_dataplane(settings, store))
+    await service.start()
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
+
+
+async def _serve_runner(
+    settings: Settings, data_dir: Path, store: Store, token: str, stop: asyncio.Event
+) -> None:
+    from krnet.core.agent import RunnerAgent
+    from krnet.core.dataplane_seam import make_runner_dataplane
+
+    agent = RunnerAgent(settings, data_dir, token, make_runner_dataplane(settings), store=store)
+    running = asyncio.create_task(agent.run())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    agent.stop()
+    stopping.cancel()
+    await running

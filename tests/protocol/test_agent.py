@@ -1,0 +1,242 @@
+"""The runner agent against a real host service (and an impostor) over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+import stat
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from krnet.config import Settings
+from krnet.core.agent import BACKOFF_CAP, RunnerAgent, backoff_delays, load_identity
+from krnet.core.dataplane_seam import NullRunnerDataPlane
+from krnet.core.protocol import HOST_TO_RUNNER, MAX_LINE, Allocation, Channel, encode_frame
+from krnet.core.store import Store
+from krnet.errors import ConfigError, KernelError
+from tests.protocol.peers import (
+    TOKEN,
+    RunningHost,
+    StartHost,
+    spawn_serve,
+    stop_serve,
+    wait_until,
+)
+
+RUNNER_SETTINGS = Settings(mode="runner", host_address="127.0.0.1", handshake_timeout=2.0)
+
+
+@asynccontextmanager
+async def running_agent(
+    port: int,
+    data_dir: Path,
+    *,
+    token: str = TOKEN,
+    dataplane: NullRunnerDataPlane | None = None,
+    store: Store | None = None,
+    **changes: Any,
+) -> AsyncIterator[RunnerAgent]:
+    """An agent running in the background; stopped (never left) on exit."""
+    settings = replace(RUNNER_SETTINGS, join_port=port, **changes)
+    agent = RunnerAgent(
+        settings,
+        data_dir,
+        token,
+        dataplane or NullRunnerDataPlane(),
+        store=store,
+        rng=random.Random(7),
+    )
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def applied(dataplane: NullRunnerDataPlane) -> list[object]:
+    return [argument for name, argument in dataplane.calls if name == "apply"]
+
+
+async def test_agent_joins_applies_and_records_its_allocation(
+    host: RunningHost, tmp_path: Path
+) -> None:
+    dataplane = NullRunnerDataPlane()
+    with Store.open(tmp_path / "runner") as store:
+        async with running_agent(host.port, tmp_path / "runner", dataplane=dataplane, store=store):
+            await wait_until(lambda: bool(applied(dataplane)))
+            await wait_until(lambda: "applied" in host.store.runners()[0].observed)
+            [mine] = store.runners()
+    [allocation] = applied(dataplane)
+    assert isinstance(allocation, Allocation)
+    assert (allocation.runner_id, allocation.subnet) == (1, "10.1.0.0/16")
+    [record] = host.store.runners()
+    assert record.hostname == socket.gethostname()
+    assert record.identity == load_identity(tmp_path / "runner")
+    assert record.observed["applied"] == {
+        "runner_id": 1,
+        "vni": 101,
+        "subnet": "10.1.0.0/16",
+        "mtu": 1450,
+    }
+    assert (mine.runner_id, mine.hostname, mine.identity) == (1, record.hostname, record.identity)
+    assert (mine.subnet, mine.vni, mine.status) == ("10.1.0.0/16", 101, "active")
+
+
+async def test_agent_reconnects_to_a_restarted_host_with_the_same_id(
+    start_host: StartHost, tmp_path: Path
+) -> None:
+    first = await start_host()
+    port = first.port
+    dataplane = NullRunnerDataPlane()
+    async with running_agent(port, tmp_path / "runner", dataplane=dataplane) as agent:
+        await wait_until(lambda: agent.applied is not None)
+        await first.service.stop()
+        first.store.close()
+        second = await start_host(data_dir=first.data_dir, join_port=port)
+        await wait_until(lambda: len(applied(dataplane)) >= 2)
+        assert second.store.runners()[0].runner_id == 1
+    assert {allocation.runner_id for allocation in applied(dataplane)} == {1}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("changes", "logged"),
+    [
+        ({"token": "e" * 64}, "auth_failed"),
+        ({"overlay_vxlan_id": 200}, "OVERLAY_VXLAN_ID: runner 200, host 100"),
+        ({"overlay_mtu": 1400}, "OVERLAY_MTU: runner 1400, host 1450"),
+    ],
+)
+async def test_refused_agent_configures_nothing_and_logs_why(
+    host: RunningHost,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    changes: dict[str, object],
+    logged: str,
+) -> None:
+    dataplane = NullRunnerDataPlane()
+    with caplog.at_level(logging.ERROR, logger="krnet.runner"):
+        async with running_agent(host.port, tmp_path / "runner", dataplane=dataplane, **changes):
+            await wait_until(lambda: logged in caplog.text)
+    assert applied(dataplane) == []
+    assert host.store.runners() == []
+
+
+async def impostor(
+    seen: list[dict[str, object]],
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]:
+    """A fake host that answers every join with a welcome signed by the wrong token."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonce = "1" * 32
+        hello = {"type": "hello", "version": 1, "nonce": nonce, "server": "evil"}
+        writer.write(encode_frame(hello))
+        join = json.loads(await reader.readline())
+        seen.append(join)
+        channel = Channel("wrong" * 13, nonce, join["nonce"], HOST_TO_RUNNER)
+        allocation = Allocation(
+            runner_id=1,
+            vni=101,
+            subnet="10.1.0.0/16",
+            gateway="10.1.0.1",
+            host_overlay_ip="10.0.0.1",
+            host_ip_on_subnet="10.1.0.254",
+            host_physical_ip="203.0.113.66",
+            runner_physical_ip="127.0.0.1",
+            overlay_cidr="10.0.0.0/8",
+            bridge_name="kohaku-overlay",
+            mtu=1450,
+            vxlan_port=4789,
+            vxlan_id=100,
+            heartbeat_interval=1.0,
+        )
+        writer.write(channel.seal({"type": "welcome", **allocation.model_dump()}))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    return serve
+
+
+async def test_agent_configures_nothing_from_an_impostor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[dict[str, object]] = []
+    server = await asyncio.start_server(await impostor(seen), "127.0.0.1", 0, limit=MAX_LINE)
+    port = server.sockets[0].getsockname()[1]
+    dataplane = NullRunnerDataPlane()
+    with caplog.at_level(logging.ERROR, logger="krnet.runner"):
+        async with running_agent(port, tmp_path / "runner", dataplane=dataplane):
+            await wait_until(lambda: "host failed authentication" in caplog.text)
+    server.close()
+    assert seen and seen[0]["type"] == "join"
+    assert dataplane.calls == []
+
+
+class FailsOnce(NullRunnerDataPlane):
+    """A data plane whose first apply fails, as a kernel refusal would."""
+
+    def apply(self, allocation: Allocation) -> None:
+        super().apply(allocation)
+        if len(self.calls) == 1:
+            raise KernelError("vxlan0: could not be created (test)")
+
+
+async def test_agent_converges_after_a_failed_apply(host: RunningHost, tmp_path: Path) -> None:
+    dataplane = FailsOnce()
+    async with running_agent(host.port, tmp_path / "runner", dataplane=dataplane) as agent:
+        await wait_until(lambda: agent.applied is not None)
+    assert len(applied(dataplane)) == 2
+
+
+def test_identity_is_created_once_and_private(tmp_path: Path) -> None:
+    first = load_identity(tmp_path / "runner")
+    assert first == load_identity(tmp_path / "runner")
+    assert len(first) == 32
+    mode = (tmp_path / "runner" / "runner_identity").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_a_damaged_identity_is_named(tmp_path: Path) -> None:
+    (tmp_path / "runner_identity").write_text("not an id\n")
+    with pytest.raises(ConfigError, match="runner_identity"):
+        load_identity(tmp_path)
+
+
+def test_runner_without_host_address_is_told_what_to_set(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="host_address"):
+        RunnerAgent(Settings(mode="runner"), tmp_path, TOKEN, NullRunnerDataPlane())
+
+
+def test_backoff_doubles_to_the_cap_with_jitter() -> None:
+    delays = backoff_delays(random.Random(1))
+    steps = [next(delays) for _ in range(12)]
+    ceilings = [min(BACKOFF_CAP, 2.0**n) for n in range(12)]
+    pairs = zip(steps, ceilings, strict=True)
+    assert all(ceiling / 2 <= delay <= ceiling for delay, ceiling in pairs)
+    assert len(set(steps)) == len(steps)
+
+
+async def test_krnet_serve_runner_joins_and_stops_on_sigterm_keeping_its_id(
+    host: RunningHost, tmp_path: Path
+) -> None:
+    settings = {"mode": "runner", "host_address": "127.0.0.1", "join_port": host.port}
+    process = spawn_serve(tmp_path, "runner", {**settings, "overlay_enabled": False})
+    try:
+        await wait_until(lambda: bool(host.store.runners()), timeout=30)
+    finally:
+        code, log = stop_serve(process)
+    assert code == 0, log
+    assert "joined as runner 1" in log
+    [record] = host.store.runners()
+    assert record.identity == load_identity(tmp_path / "runner")
+    with Store.open(tmp_path / "runner") as store:
+        assert [mine.runner_id for mine in store.runners()] == [1]
