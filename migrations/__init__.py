@@ -1,0 +1,1 @@
+"""Alembic migrations of the krnet record, shipped as the package `krnet.migrations`."""

@@ -1,0 +1,1 @@
+"""Alembic revisions of the krnet record, oldest first by revision id."""
