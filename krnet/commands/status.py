@@ -1,0 +1,40 @@
+"""`krnet node overlay`: this node's allocations (or a remote host's), as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+
+from krnet.config import Settings, load_settings
+from krnet.core.plan import HOST_DEVICE
+from krnet.core.record_file import database_path, load_runners
+from krnet.core.status import overlay_status, render_overlay_table
+
+
+def run_node_overlay(args: argparse.Namespace) -> int:
+    """Print the overlay status object (DESIGN.md) or the table `kohakuriver node overlay` shows."""
+    loaded = load_settings(args)
+    settings = loaded.settings
+    if args.connect:
+        from krnet.core.client import fetch_remote_status
+
+        status = fetch_remote_status(args.connect, settings, loaded.data_dir)
+    else:
+        status = overlay_status(
+            mode=settings.mode,
+            settings=settings,
+            runners=load_runners(database_path(loaded.data_dir)),
+            now=datetime.now(UTC),
+            runner_timeout=settings.runner_timeout,
+        )
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(render_overlay_table(status, bridge=_bridge(status, settings)), end="")
+    return 0
+
+
+def _bridge(status: dict[str, object], settings: Settings) -> str:
+    """The device holding the overlay address: `kohaku-host` on a host, the bridge on a runner."""
+    return settings.overlay_bridge_name if status.get("mode") == "runner" else HOST_DEVICE
