@@ -143,7 +143,7 @@ def spawn_serve(tmp_path: Path, name: str, settings: dict[str, Any]) -> subproce
     config = tmp_path / f"{name}.toml"
     config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
     environ = {key: value for key, value in os.environ.items() if not key.startswith("KRNET_")}
-    environ["HOME"] = str(tmp_path)
+    environ |= {"HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     command = [sys.executable, "-m", "krnet", "--config", str(config)]
     return subprocess.Popen(
         [*command, "--data-dir", str(data_dir), "serve"],
