@@ -1,8 +1,9 @@
 """Values of the SQLite record that cross module boundaries (no database code here).
 
-`RunnerRecord.observed` holds the last heartbeat's view of the runner's tunnel, with these keys
-when known: "vni", "mtu", "vxlan_port" (ints) and "local" (the tunnel's local address);
-`krnet.core.status` compares them with the plan and the record.
+`RunnerRecord.observed` holds the last heartbeat's view of the runner's links, as the runner
+data plane reports it; `krnet.core.status` compares these keys, when present, with the plan:
+"tunnel_present", "tunnel_up" (bools), "vni", "port", "mtu", "bridge_mtu" (ints), "local" (the
+tunnel's local address) and "error" (the runner could not read its links).
 """
 
 from __future__ import annotations

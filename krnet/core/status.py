@@ -74,6 +74,15 @@ def mismatches(
     record: RunnerRecord, settings: Settings, plan: OverlayPlan, mode: str = "host"
 ) -> list[str]:
     """Where a runner's reported settings, record and observed link disagree with this node."""
+    return (
+        _reported_mismatches(record, settings, mode)
+        + _plan_mismatches(record, plan)
+        + _observed_mismatches(record, settings)
+    )
+
+
+def _reported_mismatches(record: RunnerRecord, settings: Settings, mode: str) -> list[str]:
+    """The settings the runner joined with, against this node's (they must be equal)."""
     theirs, ours = ("runner", "host") if mode == "host" else ("at join", "configured")
     compared = [("vxlan_id", record.vxlan_id, settings.overlay_vxlan_id)] + [
         (name, reported, expected)
@@ -83,29 +92,47 @@ def mismatches(
         )
         if reported != UNREPORTED  # an adopted record: the runner never said
     ]
-    found = [
+    return [
         f"{name}: {theirs} {reported}, {ours} {expected}"
         for name, reported, expected in compared
         if reported != expected
     ]
-    if 1 <= record.runner_id <= plan.max_runners:
-        planned = plan.runner(record.runner_id)
-        if record.vni != planned.vni:
-            found.append(f"vni: record {record.vni}, plan {planned.vni}")
-        if record.subnet != str(planned.subnet):
-            found.append(f"subnet: record {record.subnet}, plan {planned.subnet}")
-    else:
-        found.append(f"runner id {record.runner_id}: outside this plan's 1..{plan.max_runners}")
-    expected_link = {
-        "vni": record.vni,
-        "mtu": settings.overlay_mtu,
-        "vxlan_port": settings.overlay_vxlan_port,
-        "local": record.physical_ip,
+
+
+def _plan_mismatches(record: RunnerRecord, plan: OverlayPlan) -> list[str]:
+    """The record's VNI and subnet, against what the address plan gives its id."""
+    if not 1 <= record.runner_id <= plan.max_runners:
+        return [f"runner id {record.runner_id}: outside this plan's 1..{plan.max_runners}"]
+    planned = plan.runner(record.runner_id)
+    found = []
+    if record.vni != planned.vni:
+        found.append(f"vni: record {record.vni}, plan {planned.vni}")
+    if record.subnet != str(planned.subnet):
+        found.append(f"subnet: record {record.subnet}, plan {planned.subnet}")
+    return found
+
+
+def _observed_mismatches(record: RunnerRecord, settings: Settings) -> list[str]:
+    """The runner's links as its last heartbeat saw them (keys: krnet.core.records)."""
+    seen = record.observed
+    if seen.get("error"):
+        return [f"the runner could not read its links: {seen['error']}"]
+    if seen.get("tunnel_present") is False:
+        return [f"runner's {RUNNER_TUNNEL} is missing"]
+    found = [f"runner's {RUNNER_TUNNEL} is down"] if seen.get("tunnel_up") is False else []
+    tunnel, bridge, mtu = RUNNER_TUNNEL, settings.overlay_bridge_name, settings.overlay_mtu
+    expected = {
+        "vni": (tunnel, record.vni),
+        "port": (tunnel, settings.overlay_vxlan_port),
+        "mtu": (tunnel, mtu),
+        "local": (tunnel, record.physical_ip),
+        "bridge_mtu": (bridge, mtu),
     }
-    for key, expected in expected_link.items():
-        seen = record.observed.get(key)
-        if seen is not None and str(seen) != str(expected):
-            found.append(f"{key}: runner's {RUNNER_TUNNEL} has {seen}, expected {expected}")
+    found += [
+        f"{key}: runner's {link} has {seen[key]}, expected {value}"
+        for key, (link, value) in expected.items()
+        if seen.get(key) is not None and str(seen[key]) != str(value)
+    ]
     return found
 
 

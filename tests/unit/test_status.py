@@ -141,11 +141,37 @@ def test_reported_settings_that_differ_from_the_host_are_mismatches() -> None:
 
 
 def test_observed_link_state_that_differs_from_the_plan_is_a_mismatch() -> None:
-    observed: dict[str, object] = {"mtu": 1400, "vni": 101, "vxlan_port": 4789, "local": "x"}
+    observed = {
+        "tunnel_present": True,
+        "tunnel_up": False,
+        "vni": 101,
+        "port": 4789,
+        "mtu": 1400,
+        "local": "192.0.2.99",
+        "bridge_mtu": 1500,
+        "remote": "192.0.2.254",
+    }
     (entry,) = status_of(runner(1, observed=observed))["runners"]
     assert entry["mismatches"] == [
+        "runner's vxlan0 is down",
         "mtu: runner's vxlan0 has 1400, expected 1450",
-        "local: runner's vxlan0 has x, expected 192.0.2.1",
+        "local: runner's vxlan0 has 192.0.2.99, expected 192.0.2.1",
+        "bridge_mtu: runner's kohaku-overlay has 1500, expected 1450",
+    ]
+
+
+def test_observed_link_state_that_matches_is_no_mismatch() -> None:
+    observed = {"tunnel_present": True, "tunnel_up": True, "vni": 101, "port": 4789, "mtu": 1450}
+    assert status_of(runner(1, observed=observed))["runners"][0]["mismatches"] == []
+
+
+def test_a_missing_tunnel_or_an_unreadable_runner_is_said_plainly() -> None:
+    missing = runner(1, observed={"tunnel_present": False, "vni": None})
+    broken = runner(2, observed={"error": "netlink: permission denied"})
+    entries = status_of(missing, broken)["runners"]
+    assert [entry["mismatches"] for entry in entries] == [
+        ["runner's vxlan0 is missing"],
+        ["the runner could not read its links: netlink: permission denied"],
     ]
 
 
