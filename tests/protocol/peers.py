@@ -136,18 +136,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def child_environment(home: Path) -> dict[str, str]:
+    """For a krnet subprocess: this source tree, a private HOME, no KRNET_* from outside."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("KRNET_")}
+    return environ | {"HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
 def spawn_serve(tmp_path: Path, name: str, settings: dict[str, Any]) -> subprocess.Popen[bytes]:
     """`python -m krnet serve` with a krnet.toml of `settings`, the token, and a private HOME."""
     data_dir = tmp_path / name
     write_token(token_path(data_dir), TOKEN)
     config = tmp_path / f"{name}.toml"
     config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("KRNET_")}
-    environ |= {"HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     command = [sys.executable, "-m", "krnet", "--config", str(config)]
     return subprocess.Popen(
         [*command, "--data-dir", str(data_dir), "serve"],
-        env=environ,
+        env=child_environment(tmp_path),
         stderr=subprocess.PIPE,
     )
 

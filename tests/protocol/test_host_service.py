@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from krnet.core.client import parse_address
 from krnet.core.protocol import (
     HOST_TO_RUNNER,
     MAX_LINE,
@@ -19,11 +21,13 @@ from krnet.core.protocol import (
     new_nonce,
 )
 from krnet.core.store import Store
-from krnet.errors import ProtocolError
+from krnet.core.token import token_path, write_token
+from krnet.errors import ProtocolError, UsageError
 from tests.protocol.peers import (
     TOKEN,
     RunningHost,
     StartHost,
+    child_environment,
     connect,
     exchange,
     free_port,
@@ -326,3 +330,67 @@ async def test_krnet_serve_host_answers_a_join_and_stops_on_sigterm(tmp_path: Pa
     assert "runner-a" in log
     with Store.open(tmp_path / "host") as store:
         assert [record.hostname for record in store.runners()] == ["runner-a"]
+
+
+async def krnet_cli(tmp_path: Path, *argv: str) -> tuple[int, str, str]:
+    """Run the krnet CLI in a subprocess (the event loop keeps serving meanwhile)."""
+    data_dir = tmp_path / "client"
+    write_token(token_path(data_dir), TOKEN)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "krnet",
+        "--data-dir",
+        str(data_dir),
+        *argv,
+        env=child_environment(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_node_overlay_connect_shows_the_remote_host(
+    host: RunningHost, tmp_path: Path
+) -> None:
+    await join_once(host.port, hostname="runner-a", physical_ip="192.0.2.11")
+    address = f"127.0.0.1:{host.port}"
+    code, out, err = await krnet_cli(tmp_path, "node", "overlay", "--json", "--connect", address)
+    assert code == 0, err
+    status = json.loads(out)
+    assert (status["mode"], status["total"], status["active"]) == ("host", 1, 1)
+    [runner] = status["runners"]
+    assert (runner["hostname"], runner["physical_ip"], runner["interface"]) == (
+        "runner-a",
+        "192.0.2.11",
+        "vxkr1",
+    )
+
+
+async def test_node_overlay_connect_to_nothing_says_what_to_check(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    code, _, err = await krnet_cli(tmp_path, "node", "overlay", "--connect", address)
+    assert code == 1
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"krnet: cannot reach the host at {address}")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("host.example", ("host.example", 8470)),
+        ("192.0.2.1:9000", ("192.0.2.1", 9000)),
+        ("[2001:db8::1]:9000", ("2001:db8::1", 9000)),
+        ("[2001:db8::1]", ("2001:db8::1", 8470)),
+    ],
+)
+def test_connect_addresses(text: str, expected: tuple[str, int]) -> None:
+    assert parse_address(text, 8470) == expected
+
+
+@pytest.mark.parametrize("text", [":9000", "host:0", "host:http", "host:70000"])
+def test_bad_connect_addresses_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError, match="--connect"):
+        parse_address(text, 8470)
