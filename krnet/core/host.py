@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("krnet.host")
 
-IDLE_SLACK = 5.0  # seconds beyond three missed heartbeats before a silent connection is dropped
 CLOSE_TIMEOUT = 1.0
 MAX_BACKLOG = 4096  # pending connections the kernel may queue (it caps this at somaxconn)
 _JOIN_VERBS = {"new": "joined", "returning": "rejoined", "reclaimed": "joined on a reclaimed id"}
@@ -287,7 +286,8 @@ class HostService:
     ) -> None:
         """Heartbeats until the runner leaves, goes silent or disconnects."""
         runner_id, identity = record.runner_id, record.identity
-        idle = 3 * self.settings.heartbeat_interval + IDLE_SLACK
+        # three missed heartbeats, plus the time a slow peer may take to deliver one
+        idle = 3 * self.settings.heartbeat_interval + self.settings.handshake_timeout
         while True:
             try:
                 obj = await asyncio.wait_for(read_frame(reader), idle)

@@ -18,10 +18,11 @@ import pytest
 
 from krnet.config import Settings
 from krnet.core.agent import BACKOFF_CAP, RunnerAgent, backoff_delays, load_identity
+from krnet.core.client import HostConnection
 from krnet.core.dataplane_seam import NullRunnerDataPlane
 from krnet.core.protocol import HOST_TO_RUNNER, MAX_LINE, Allocation, Channel, encode_frame
 from krnet.core.store import Store
-from krnet.errors import ConfigError, KernelError
+from krnet.errors import ConfigError, KernelError, ProtocolError
 from tests.protocol.peers import (
     TOKEN,
     RunningHost,
@@ -240,3 +241,19 @@ async def test_krnet_serve_runner_joins_and_stops_on_sigterm_keeping_its_id(
     assert record.identity == load_identity(tmp_path / "runner")
     with Store.open(tmp_path / "runner") as store:
         assert [mine.runner_id for mine in store.runners()] == [1]
+
+
+async def test_host_speaking_another_version_is_refused(tmp_path: Path) -> None:
+    async def future_host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = {"type": "hello", "version": 2, "nonce": "2" * 32, "server": "krnet 9"}
+        writer.write(encode_frame(hello))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(future_host, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    with pytest.raises(ProtocolError) as caught:
+        await HostConnection.open("127.0.0.1", port, TOKEN, timeout=10)
+    server.close()
+    assert caught.value.code == "unsupported_version"

@@ -394,3 +394,13 @@ def test_connect_addresses(text: str, expected: tuple[str, int]) -> None:
 def test_bad_connect_addresses_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError, match="--connect"):
         parse_address(text, 8470)
+
+
+async def test_silent_welcomed_runner_is_dropped(host: RunningHost) -> None:
+    """A half-open or silent peer after welcome: the host says timeout and closes."""
+    connection, _ = await join(host.port)
+    with pytest.raises(ProtocolError) as caught:
+        await connection.receive(HeartbeatAck)
+    await connection.close()
+    assert caught.value.code == "timeout"
+    assert records(host)[0].status == "active"  # dropping the connection keeps the id
