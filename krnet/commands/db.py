@@ -49,7 +49,10 @@ def run_backup(args: argparse.Namespace) -> int:
     from krnet.core.store import Store
 
     dest = Path(args.file)
-    with Store.open(data_dir_path(args)) as store:
+    data_dir = data_dir_path(args)
+    if not database_path(data_dir).exists():
+        raise StoreError(f"no database at {database_path(data_dir)} to back up: check --data-dir")
+    with Store.open(data_dir) as store:
         store.backup(dest)
         print(f"backed up {store.path} ({store.migration.after}) to {dest}")
     return 0

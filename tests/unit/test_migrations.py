@@ -177,6 +177,8 @@ def test_db_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     data_dir = tmp_path / "data"
     code, out, _ = db(capsys, data_dir, "current")
     assert (code, out.split()[0]) == (0, "none")
+    code, _, err = db(capsys, data_dir, "backup", str(tmp_path / "nothing.db"))
+    assert code == 1 and "no database at" in err
     assert not data_dir.exists()
     assert db(capsys, data_dir, "upgrade")[:2] == (
         0,
