@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-SYSTEM_PACKAGES=(iproute2 iptables docker.io busybox-static iperf3 tmux debootstrap)
+SYSTEM_PACKAGES=(iproute2 iptables iputils-ping docker.io busybox-static iperf3 tmux debootstrap)
 # shiv stamps every file with this time, so two builds of one commit are byte-identical.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}
 
@@ -41,7 +41,7 @@ ensure_venv() {
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         step "installing krnet and its development dependencies into $VENV"
-        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=77" wheel
         "$VENV/bin/python" -m pip install -q -e '.[dev]'
         echo "$want" >"$stamp"
     fi
@@ -49,9 +49,8 @@ ensure_venv() {
 
 build_zipapp() {
     local target=${KRNET_TARGET_PYTHON:-}
-    local work
     work=$(mktemp -d)
-    trap 'rm -rf "$work"' RETURN
+    trap 'rm -rf "$work"' EXIT
     mkdir -p dist
     step "building the krnet wheel"
     "$VENV/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$work" . >/dev/null
