@@ -211,7 +211,7 @@ class Cluster:
             try:
                 if predicate():
                     return
-            except (RuntimeError, ValueError, subprocess.SubprocessError):
+            except (AssertionError, KeyError, RuntimeError, ValueError, subprocess.SubprocessError):
                 pass
             time.sleep(0.25)
         logs = "\n".join(f"--- {n.name}\n{_tail(n.log)}" for n in [self.host, *self.nodes])

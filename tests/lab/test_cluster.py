@@ -10,6 +10,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Interface
 from pathlib import Path
 
 import pytest
@@ -245,10 +246,11 @@ def test_runner_address_change_updates_the_tunnel_remote(cluster: Cluster) -> No
 def change_runner_address(cluster: Cluster, runner: object, old: str, new: str) -> None:
     cluster.stop(runner)  # type: ignore[arg-type]
     node = runner.node  # type: ignore[attr-defined]
-    node.run(["ip", "addr", "add", f"{new}/24", "dev", "eth0"])
+    # Deleting a primary address takes its secondaries along: delete first, then add.
     node.run(["ip", "addr", "del", f"{old}/24", "dev", "eth0"])
+    node.run(["ip", "addr", "add", f"{new}/24", "dev", "eth0"])
     node.run(["ip", "route", "replace", "default", "via", "192.0.2.254"])
-    node.interface = __import__("ipaddress").IPv4Interface(f"{new}/24")
+    node.interface = IPv4Interface(f"{new}/24")
     cluster.write_config(runner)  # type: ignore[arg-type]
     cluster.start(runner)  # type: ignore[arg-type]
 
