@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -74,7 +75,13 @@ async def _serve_runner(
     agent = RunnerAgent(settings, data_dir, token, make_runner_dataplane(settings), store=store)
     running = asyncio.create_task(agent.run())
     stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    agent.stop()
+    done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
-    await running
+    if running in done:
+        running.result()  # run() only returns when stopped; anything else is a bug to surface
+        return
+    # drop a heartbeat or connect in flight; an apply already in its thread still completes
+    agent.stop()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running

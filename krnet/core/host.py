@@ -149,7 +149,8 @@ class HostService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._store_thread.shutdown(wait=False, cancel_futures=True)
+        # let a write already running finish before the caller closes the store
+        await asyncio.to_thread(self._store_thread.shutdown, wait=True, cancel_futures=True)
         self._stopped.set()
 
     # -- connections -----------------------------------------------------------------------

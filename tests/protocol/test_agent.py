@@ -63,6 +63,10 @@ async def running_agent(
         await asyncio.wait_for(task, 10)
 
 
+def heartbeats_seen(host: RunningHost) -> bool:
+    return any("applied" in record.observed for record in host.store.runners())
+
+
 def applied(dataplane: NullRunnerDataPlane) -> list[object]:
     return [argument for name, argument in dataplane.calls if name == "apply"]
 
@@ -74,7 +78,7 @@ async def test_agent_joins_applies_and_records_its_allocation(
     with Store.open(tmp_path / "runner") as store:
         async with running_agent(host.port, tmp_path / "runner", dataplane=dataplane, store=store):
             await wait_until(lambda: bool(applied(dataplane)))
-            await wait_until(lambda: "applied" in host.store.runners()[0].observed)
+            await wait_until(lambda: heartbeats_seen(host))
             [mine] = store.runners()
     [allocation] = applied(dataplane)
     assert isinstance(allocation, Allocation)
@@ -232,7 +236,8 @@ async def test_krnet_serve_runner_joins_and_stops_on_sigterm_keeping_its_id(
     settings = {"mode": "runner", "host_address": "127.0.0.1", "join_port": host.port}
     process = spawn_serve(tmp_path, "runner", {**settings, "overlay_enabled": False})
     try:
-        await wait_until(lambda: bool(host.store.runners()), timeout=30)
+        # a heartbeat proves the runner got its welcome (and logged it)
+        await wait_until(lambda: heartbeats_seen(host), timeout=30)
     finally:
         code, log = stop_serve(process)
     assert code == 0, log
