@@ -400,6 +400,9 @@ class HostService:
             except KrnetError as exc:
                 log.error("liveness check failed: %s", exc)
                 continue
+            except Exception:  # a timer must outlive a bug in one pass
+                log.exception("liveness check failed")
+                continue
             for runner_id in ids:
                 log.info("runner %d inactive: silent for %g s (runner_timeout)", runner_id, timeout)
 
@@ -414,6 +417,8 @@ class HostService:
             await asyncio.to_thread(self.dataplane.reconcile, runners)
         except KrnetError as exc:
             log.error("reconcile failed: %s", exc)
+        except Exception:  # the next pass may succeed; the service keeps serving
+            log.exception("reconcile failed")
 
     async def _event(self, kind: str, message: str, runner_id: int | None = None) -> None:
         """Add to the record's event log (the caller logs, or raises and the handler does)."""

@@ -25,11 +25,12 @@ async def start_host(tmp_path: Path) -> AsyncIterator[StartHost]:
         data_dir: Path | None = None,
         token: str = TOKEN,
         clock: Callable[[], datetime] = utc_now,
+        dataplane: NullHostDataPlane | None = None,
         **changes: Any,
     ) -> RunningHost:
         directory = data_dir or tmp_path / "host"
         store = Store.open(directory)
-        dataplane = NullHostDataPlane()
+        dataplane = dataplane or NullHostDataPlane()
         service = HostService(replace(HOST_SETTINGS, **changes), store, token, dataplane, clock)
         await service.start()
         running = RunningHost(service, store, dataplane, directory)

@@ -6,23 +6,27 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from krnet.core.client import parse_address
+from krnet.core.dataplane_seam import NullHostDataPlane
 from krnet.core.protocol import (
     HOST_TO_RUNNER,
     MAX_LINE,
+    Allocation,
     Bye,
     Channel,
     HeartbeatAck,
     new_nonce,
 )
+from krnet.core.records import RunnerRecord
 from krnet.core.store import Store
 from krnet.core.token import token_path, write_token
-from krnet.errors import ProtocolError, UsageError
+from krnet.errors import KernelError, ProtocolError, UsageError
 from tests.protocol.peers import (
     TOKEN,
     RunningHost,
@@ -404,3 +408,27 @@ async def test_silent_welcomed_runner_is_dropped(host: RunningHost) -> None:
     await connection.close()
     assert caught.value.code == "timeout"
     assert records(host)[0].status == "active"  # dropping the connection keeps the id
+
+
+class BrokenHostPlane(NullHostDataPlane):
+    """A data plane that fails the way a kernel or a bug would."""
+
+    def runner_up(self, runner: RunnerRecord, allocation: Allocation) -> None:
+        super().runner_up(runner, allocation)
+        raise KernelError("vxkr1: RTNETLINK answers: Operation not permitted (test)")
+
+    def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
+        super().reconcile(runners)
+        raise RuntimeError("a bug in reconcile (test)")
+
+
+async def test_data_plane_failures_are_reported_not_fatal(start_host: StartHost) -> None:
+    host = await start_host(dataplane=BrokenHostPlane(), reconcile_interval=0.05)
+    with pytest.raises(ProtocolError) as caught:
+        await join_once(host.port)
+    assert caught.value.code == "internal"
+    assert "vxkr1" in str(caught.value)
+    assert any(event.kind == "tunnel_failed" for event in host.store.events())
+    await wait_until(lambda: len(host.dataplane.calls) >= 4)  # reconcile keeps running
+    with pytest.raises(ProtocolError):  # and the service keeps answering
+        await join_once(host.port)
