@@ -14,14 +14,20 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from krnet.lab.namespaces import Lab, Node
+
+if TYPE_CHECKING:
+    from krnet.lab.dockerd import DockerDaemon
 
 HOST_UNDERLAY = "192.0.2.1"
 INTERNET_ADDRESS = "198.51.100.1"
@@ -75,6 +81,11 @@ class ClusterNode:
     def log(self) -> Path:
         return self.workdir / "serve.log"
 
+    @property
+    def docker_dir(self) -> Path:
+        """dockerd's state: short and unique (unix socket paths are limited to 107 bytes)."""
+        return Path(tempfile.gettempdir()) / f"{self.node.ns}.docker"
+
 
 @dataclass
 class Cluster:
@@ -92,7 +103,7 @@ class Cluster:
     nodes: list[ClusterNode] = field(init=False, default_factory=list)
     token: str = field(init=False, default_factory=lambda: secrets.token_hex(32))
     containers: dict[str, str] = field(init=False, default_factory=dict)  # name -> address
-    _daemons: list[object] = field(init=False, default_factory=list)
+    _daemons: list[DockerDaemon] = field(init=False, default_factory=list)
 
     # -- building -----------------------------------------------------------------------------
 
@@ -114,6 +125,9 @@ class Cluster:
         node = self.lab.add_node(name, f"{address}/{UNDERLAY_PREFIX}", hostname=f"krnet-{name}")
         cluster_node = ClusterNode(name, node, self.workdir / name, mode)
         cluster_node.workdir.mkdir(parents=True, exist_ok=True)
+        if mode == "runner":
+            # Always this node's own socket (where start_dockerd puts it), never the machine's.
+            cluster_node.docker_host = f"unix://{cluster_node.docker_dir / 'docker.sock'}"
         self.write_config(cluster_node)
         return cluster_node
 
@@ -138,15 +152,22 @@ class Cluster:
         )
 
     def _start_dockerds(self) -> None:
-        from krnet.lab.dockerd import ensure_busybox_image, start_dockerd
+        from krnet.lab.dockerd import ensure_busybox_image
 
         for runner in self.nodes:
             self.progress(f"starting dockerd in {runner.node.ns}")
-            daemon = start_dockerd(runner.node.ns, runner.workdir / "docker", runner.node.ns)
-            self._daemons.append(daemon)
-            runner.docker_host = daemon.docker_host
+            self.start_dockerd(runner)
             self.progress(f"importing {IMAGE} (busybox) into {runner.name}'s dockerd")
-            ensure_busybox_image(daemon.docker_host, IMAGE)
+            ensure_busybox_image(runner.docker_host, IMAGE)
+
+    def start_dockerd(self, runner: ClusterNode) -> DockerDaemon:
+        """A dockerd in `runner`'s namespace, listening where its krnet expects it."""
+        from krnet.lab.dockerd import start_dockerd
+
+        daemon = start_dockerd(runner.node.ns, runner.docker_dir, runner.node.ns)
+        assert daemon.docker_host == runner.docker_host
+        self._daemons.append(daemon)
+        return daemon
 
     # -- running krnet ------------------------------------------------------------------------
 
@@ -280,7 +301,9 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     self.stop(node, kill=True)
         for daemon in self._daemons:
-            daemon.stop()  # type: ignore[attr-defined]
+            daemon.stop()
+        for node in self.nodes:
+            shutil.rmtree(node.docker_dir, ignore_errors=True)
         if hasattr(self, "lab"):
             self.lab.teardown()
 

@@ -299,3 +299,19 @@ def test_cleanup_leaves_nothing_behind(tmp_path: Path) -> None:
             assert not links & {"kohaku-host", "kohaku-overlay", "vxlan0", "vxkr1"}
             for table in ("filter", "nat"):
                 assert "KRNET" not in iptables_save(node, table)
+
+
+def test_tunnel_comes_up_without_docker_and_the_network_follows_docker(tmp_path: Path) -> None:
+    """Docker down: the overlay still works; once dockerd starts, the runner creates its network."""
+    require_privileged("ip", "nsenter", "unshare", "iptables", "dockerd", "docker")
+    with Cluster(tmp_path / "late", runners=1, with_docker=False) as small:
+        small.start_all()
+        small.wait_for_runners()
+        runner = small.nodes[0]
+        assert proofs.link_details(runner, "vxlan0")["master"] == "kohaku-overlay"
+        proofs.runner_reaches_host(small)
+        small.start_dockerd(runner)
+        small.wait_until(
+            "the overlay network once Docker answers",
+            lambda: "kohakuriver-overlay" in small.docker(runner, "network", "ls"),
+        )
