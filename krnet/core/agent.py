@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from krnet.core.client import HostConnection
-from krnet.core.plan import OverlayPlan
 from krnet.core.protocol import Allocation, HeartbeatAck, Welcome, applied_of
 from krnet.core.records import JoinRequest
 from krnet.errors import ConfigError, KrnetError, ProtocolError
@@ -70,47 +69,6 @@ def backoff_delays(rng: random.Random, first: float = BACKOFF_FIRST) -> Iterator
     while True:
         yield rng.uniform(ceiling / 2, ceiling)
         ceiling = min(BACKOFF_CAP, ceiling * 2)
-
-
-def save_own_allocation(store: Store, allocation: Allocation, request: JoinRequest) -> None:
-    """Keep this runner's allocation in its own record, so `krnet node overlay` shows it.
-
-    Built from the store's public API: records of other ids are dropped, a missing record is
-    adopted (inactive, matched by address), and `allocate` with a plan that has the host's
-    numbers then finds it as "returning" and writes this runner's identity and hostname.
-    """
-    now = datetime.now(UTC)
-    for record in store.runners():
-        if record.runner_id != allocation.runner_id or record.identity not in (
-            None,
-            request.identity,
-        ):
-            store.release(record.runner_id)
-    if store.runner(allocation.runner_id) is None:
-        store.adopt(
-            allocation.runner_id,
-            physical_ip=request.physical_ip,
-            vni=allocation.vni,
-            subnet=allocation.subnet,
-            now=now,
-            vxlan_port=allocation.vxlan_port,
-            mtu=allocation.mtu,
-        )
-    decision, _ = store.allocate(request, plan=_plan_of(allocation), now=now)
-    if decision.runner_id != allocation.runner_id:
-        log.warning(
-            "local record holds id %d, the host gave %d", decision.runner_id, allocation.runner_id
-        )
-
-
-def _plan_of(allocation: Allocation) -> OverlayPlan:
-    """The host's address plan, rebuilt from what it sent."""
-    return OverlayPlan.build(
-        allocation.host_overlay_ip,
-        int(allocation.overlay_cidr.split("/")[1]),
-        int(allocation.subnet.split("/")[1]),
-        allocation.vxlan_id,
-    )
 
 
 class RunnerAgent:
@@ -224,7 +182,14 @@ class RunnerAgent:
             return
         self.applied = allocation
         if self.store is not None:
-            await asyncio.to_thread(save_own_allocation, self.store, allocation, request)
+            await asyncio.to_thread(
+                self.store.keep_own_allocation,
+                allocation.runner_id,
+                request,
+                vni=allocation.vni,
+                subnet=allocation.subnet,
+                now=datetime.now(UTC),
+            )
 
     async def _observe(self) -> dict[str, Any]:
         try:

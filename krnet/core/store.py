@@ -93,22 +93,31 @@ class Store:
             if row is None or decision.kind != "returning":
                 row = row or RunnerRow(runner_id=decision.runner_id)
                 row.first_seen = now
-            row.identity = request.identity  # a returning record with one has this same one
-            row.hostname = request.hostname
-            row.physical_ip = request.physical_ip
-            row.vni = addresses.vni
-            row.subnet = str(addresses.subnet)
-            row.status = ACTIVE
-            row.last_seen = now
-            row.vxlan_id = request.vxlan_id
-            row.vxlan_port = request.vxlan_port
-            row.mtu = request.mtu
-            row.observed = {}
+            # a returning record with an identity has this same one
+            _fill(row, request, vni=addresses.vni, subnet=str(addresses.subnet), now=now)
             session.add(row)
             kind = _EVENT_KINDS[decision.kind]
             _log(session, now, kind, _join_message(decision, row), row.runner_id)
             session.flush()
             return decision, _record(row)
+
+    def keep_own_allocation(
+        self, runner_id: int, request: JoinRequest, *, vni: int, subnet: str, now: datetime
+    ) -> RunnerRecord:
+        """A runner's record of itself: one row, the id its host gave it (`node overlay`)."""
+        with self._session(write=True) as session:
+            for stale in session.exec(select(RunnerRow).where(RunnerRow.runner_id != runner_id)):
+                session.delete(stale)
+            row = session.get(RunnerRow, runner_id)
+            if row is None or (row.vni, row.subnet) != (vni, subnet):
+                row = row or RunnerRow(runner_id=runner_id)
+                row.first_seen = now
+                message = f"the host gave this runner id {runner_id}: {subnet}, VNI {vni}"
+                _log(session, now, "join", message, runner_id)
+            _fill(row, request, vni=vni, subnet=subnet, now=now)
+            session.add(row)
+            session.flush()
+            return _record(row)
 
     def heartbeat(
         self, runner_id: int, *, now: datetime, observed: dict[str, object]
@@ -288,6 +297,21 @@ def _record(row: RunnerRow) -> RunnerRecord:
 def _event(row: EventRow) -> EventRecord:
     time = row.time.astimezone(UTC)
     return EventRecord(row.id or 0, time, row.kind, row.runner_id, row.message)
+
+
+def _fill(row: RunnerRow, request: JoinRequest, *, vni: int, subnet: str, now: datetime) -> None:
+    """Write what a join says about a runner into its row, active as of `now`."""
+    row.identity = request.identity
+    row.hostname = request.hostname
+    row.physical_ip = request.physical_ip
+    row.vni = vni
+    row.subnet = subnet
+    row.status = ACTIVE
+    row.last_seen = now
+    row.vxlan_id = request.vxlan_id
+    row.vxlan_port = request.vxlan_port
+    row.mtu = request.mtu
+    row.observed = {}
 
 
 def _change_status(

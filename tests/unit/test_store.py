@@ -252,3 +252,21 @@ def test_processes_allocating_at_once_never_get_the_same_id(tmp_path: Path) -> N
         assert {(r.hostname, r.runner_id) for r in store.runners()} == set(given)
         kinds = [e.kind for e in store.events(limit=1000)]
     assert (kinds.count("join"), kinds.count("rejoin")) == (len(given), len(given))
+
+
+def test_a_runner_keeps_exactly_its_own_allocation(store: Store) -> None:
+    request = JoinRequest("id-a", "runner-a", "192.0.2.11", 100, 4789, 1450)
+    store.keep_own_allocation(3, request, vni=103, subnet="10.3.0.0/16", now=T0)
+    again = store.keep_own_allocation(
+        3, request, vni=103, subnet="10.3.0.0/16", now=T0 + timedelta(seconds=5)
+    )
+    assert (again.runner_id, again.vni, again.subnet, again.status) == (
+        3,
+        103,
+        "10.3.0.0/16",
+        ACTIVE,
+    )
+    assert again.first_seen == T0 and again.last_seen == T0 + timedelta(seconds=5)
+    moved = store.keep_own_allocation(7, request, vni=107, subnet="10.7.0.0/16", now=T0)
+    assert [r.runner_id for r in store.runners()] == [7] and moved.hostname == "runner-a"
+    assert [e.kind for e in store.events()].count("join") == 2
