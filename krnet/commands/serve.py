@@ -19,6 +19,7 @@ from krnet.core.token import read_token
 
 if TYPE_CHECKING:
     from krnet.config import Settings
+    from krnet.core.dataplane_seam import RunnerDataPlane
     from krnet.core.store import Store
 
 log = logging.getLogger("krnet.serve")
@@ -69,10 +70,16 @@ async def _serve_host(settings: Settings, store: Store, token: str, stop: asynci
 async def _serve_runner(
     settings: Settings, data_dir: Path, store: Store, token: str, stop: asyncio.Event
 ) -> None:
-    from krnet.core.agent import RunnerAgent
     from krnet.core.dataplane_seam import make_runner_dataplane
 
-    agent = RunnerAgent(settings, data_dir, token, make_runner_dataplane(settings), store=store)
+    dataplane = make_runner_dataplane(settings)
+    await asyncio.to_thread(dataplane.prepare)
+    if not settings.overlay_enabled:
+        await _keep_default_network(settings, dataplane, stop)
+        return
+    from krnet.core.agent import RunnerAgent
+
+    agent = RunnerAgent(settings, data_dir, token, dataplane, store=store)
     running = asyncio.create_task(agent.run())
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -85,3 +92,15 @@ async def _serve_runner(
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
+
+
+async def _keep_default_network(
+    settings: Settings, dataplane: RunnerDataPlane, stop: asyncio.Event
+) -> None:
+    """Overlay off (reference: "Network Selection"): containers use the default network only."""
+    log.info("overlay disabled: containers use %s", settings.docker_network_name)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.reconcile_interval)
+            return
+        await asyncio.to_thread(dataplane.prepare)

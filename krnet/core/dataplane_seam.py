@@ -30,6 +30,9 @@ class HostDataPlane(Protocol):
 
 
 class RunnerDataPlane(Protocol):
+    def prepare(self) -> None:
+        """Before any join: what containers need while the overlay is not (yet) configured."""
+
     def apply(self, allocation: Allocation) -> None:
         """Build the bridge, vxlan0, routes, firewall and Docker network of an allocation."""
 
@@ -59,6 +62,9 @@ class NullRunnerDataPlane:
 
     calls: list[tuple[str, object]] = field(default_factory=list)
 
+    def prepare(self) -> None:
+        self.calls.append(("prepare", None))
+
     def apply(self, allocation: Allocation) -> None:
         self.calls.append(("apply", allocation))
 
@@ -76,9 +82,7 @@ def make_host_dataplane(settings: Settings, store: Store | None = None) -> HostD
 
 
 def make_runner_dataplane(settings: Settings) -> RunnerDataPlane:
-    """The kernel data plane when the overlay is enabled, else the null one."""
-    if not settings.overlay_enabled:
-        return NullRunnerDataPlane()
+    """The kernel and Docker data plane (with the overlay off it only keeps the default network)."""
     from krnet.core.runnerplane import RunnerPlane
 
     return RunnerPlane(settings)

@@ -37,6 +37,11 @@ class RunnerPlane:
         self._docker_error: str | None = None
         self._lock = threading.Lock()
 
+    def prepare(self) -> None:
+        """Before any join: the default network, so containers have one if the overlay fails."""
+        with self._lock:
+            self._ensure_docker()
+
     def apply(self, allocation: Allocation) -> None:
         """Converge kernel, firewall and Docker to `allocation`; falls back to the default net."""
         with self._lock:
@@ -45,18 +50,18 @@ class RunnerPlane:
                 changes = self._ensure_kernel(allocation) + self._ensure_firewall(allocation)
             except KrnetError:
                 self._overlay_ready = False
-                self._ensure_docker(None)
+                self._ensure_docker()
                 raise
             self._overlay_ready = True
             for change in changes:
                 log.info("%s", change)
-            self._ensure_docker(allocation)
+            self._ensure_docker()
 
     def observe(self) -> dict[str, object]:
         """What this runner's tunnel really looks like, for heartbeats and mismatch detection."""
         with self._lock:
-            if self._allocation is not None and not self._docker_ready:
-                self._ensure_docker(self._allocation if self._overlay_ready else None)
+            if not self._docker_ready:
+                self._ensure_docker()
             with netlink.open_netlink() as ipr:
                 state = netlink.read_kernel_state(ipr)
             tunnel = state.links.get(RUNNER_TUNNEL)
@@ -129,22 +134,28 @@ class RunnerPlane:
         )
         return firewall.ensure_firewall(plan, firewall.Iptables())
 
-    def _ensure_docker(self, allocation: Allocation | None) -> None:
-        """Create the selected network; Docker being down is reported, not fatal."""
+    def _ensure_docker(self) -> None:
+        """The default network always, the overlay one once configured; Docker down is no error.
+
+        Both exist side by side; which one containers use follows the reference's selection
+        table (`selected_network`), so a failed overlay leaves them a working network.
+        """
+        specs = [dockernet.default_network_spec(self.settings)]
+        if self._overlay_ready and self._allocation is not None:
+            specs.append(dockernet.overlay_network_spec(self.settings, self._allocation))
         try:
             client = dockernet.connect()
-            spec = (
-                dockernet.overlay_network_spec(self.settings, allocation)
-                if allocation is not None
-                else dockernet.default_network_spec(self.settings)
-            )
-            for change in dockernet.ensure_network(client, spec):
-                log.info("%s", change)
+            try:
+                for spec in specs:
+                    for change in dockernet.ensure_network(client, spec):
+                        log.info("%s", change)
+            finally:
+                client.close()
         except KrnetError as exc:
             if str(exc) != self._docker_error:  # once per distinct failure, not every heartbeat
                 log.warning("%s", exc)
             self._docker_ready, self._docker_error = False, str(exc)
             return
         if self._docker_error is not None:
-            log.info("Docker answers again: %s is in place", spec.name)
+            log.info("Docker answers again: %s in place", ", ".join(spec.name for spec in specs))
         self._docker_ready, self._docker_error = True, None

@@ -137,9 +137,14 @@ def free_port() -> int:
 
 
 def child_environment(home: Path) -> dict[str, str]:
-    """For a krnet subprocess: this source tree, a private HOME, no KRNET_* from outside."""
+    """For a krnet subprocess: this source tree, a private HOME, no KRNET_* from outside, and a
+    DOCKER_HOST where no daemon listens (never this machine's own Docker)."""
     environ = {key: value for key, value in os.environ.items() if not key.startswith("KRNET_")}
-    return environ | {"HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return environ | {
+        "HOME": str(home),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "DOCKER_HOST": f"unix://{home}/no-docker.sock",
+    }
 
 
 def spawn_serve(tmp_path: Path, name: str, settings: dict[str, Any]) -> subprocess.Popen[bytes]:
