@@ -142,12 +142,16 @@ def _check_docker_network(settings: Settings, sources: Mapping[str, str]) -> Non
         )
 
 
+_PLAN_KEYS = ("overlay_host_ip", "overlay_host_prefix", "overlay_runner_prefix", "overlay_vxlan_id")
+
+
 def _check_plan(settings: Settings, sources: Mapping[str, str]) -> None:
     try:
         settings.plan()
     except PlanError as exc:
-        key = str(exc).split()[0]
-        raise ConfigError(f"{exc} ({key} from {sources.get(key, 'default')})") from None
+        named = [key for key in _PLAN_KEYS if key in str(exc)]
+        origins = "; ".join(f"{key} from {sources.get(key, 'default')}" for key in named)
+        raise ConfigError(f"{exc} ({origins})") from None
 
 
 def _check_names(settings: Settings, sources: Mapping[str, str]) -> None:

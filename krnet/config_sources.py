@@ -73,10 +73,12 @@ def flag_name(key: str) -> str:
 
 
 def _close_match(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The candidate `name` most likely misspells, ignoring case."""
     import difflib
 
-    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=cutoff)
-    return close[0] if close else None
+    folded = {candidate.lower(): candidate for candidate in candidates}
+    close = difflib.get_close_matches(name.lower(), sorted(folded), n=1, cutoff=cutoff)
+    return folded[close[0]] if close else None
 
 
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -142,7 +144,8 @@ def coerce(key: str, value: object, where: str, *, text: bool) -> object:
             raise ValueError
     except ValueError:
         default = getattr(Settings(), key)
-        example = f", e.g. {default!r} (the default)" if default is not None else ""
+        shown = str(default).lower() if isinstance(default, bool) else repr(default)
+        example = f", e.g. {shown} (the default)" if default is not None else ""
         words = " (as text: 1/0, true/false, yes/no, on/off)" if spec.kind is bool else ""
         raise ConfigError(
             f"{key} = {value!r} (from {where}) is not {spec.expected}: "
@@ -250,7 +253,7 @@ def _reference_key(name: str, value: object, where: str) -> str | None:
             f"{where}: {name} cannot be set here, since the mode decides which file is read: "
             "set mode in krnet.toml, KRNET_MODE or `krnet serve --mode`"
         )
-    close = _close_match(name.upper(), names, cutoff=0.8)
+    close = _close_match(name, names, cutoff=0.8)
     if name != name.upper() or close:
         raise _unknown_key(name, value, where, names)
     log.debug("%s: %s is not a krnet setting; skipped", where, name)
