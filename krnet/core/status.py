@@ -31,6 +31,7 @@ _TABLE_COLUMNS = (
     ("HOST IP", "host_ip"),
     ("INTERFACE", "interface"),
     ("STATUS", "status"),
+    ("NETWORK", "network"),
     ("LAST SEEN", "last_seen"),
 )
 
@@ -153,7 +154,7 @@ def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = N
     if not runners:
         return "\n".join([*summary, "No runner allocations."]) + "\n"
     rows = [[title for title, _ in _TABLE_COLUMNS]]
-    rows += [[str(entry.get(key, "")) for _, key in _TABLE_COLUMNS] for entry in runners]
+    rows += [[_cell(entry.get(key)) for _, key in _TABLE_COLUMNS] for entry in runners]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_COLUMNS))]
     table = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -167,6 +168,10 @@ def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = N
     if notes:
         table += ["", "Mismatches:", *(f"  {note}" for note in notes)]
     return "\n".join([*summary, *table]) + "\n"
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
 
 
 def iso_utc(moment: datetime) -> str:
@@ -197,6 +202,9 @@ def _runner_entry(
         "status": ACTIVE if record.status == ACTIVE and not silent else INACTIVE,
         "last_seen": iso_utc(record.last_seen),
         "mismatches": mismatches(record, settings, plan, mode),
+        # the Docker network its containers should use (reference: "Network Selection"), as the
+        # runner last reported it; None before its first heartbeat
+        "network": record.observed.get("network"),
     }
 
 

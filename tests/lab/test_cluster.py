@@ -129,6 +129,20 @@ def test_node_overlay_json_on_the_host(cluster: Cluster) -> None:
     assert first["hostname"] == "krnet-r1"
 
 
+def test_node_overlay_names_the_network_containers_should_use(cluster: Cluster) -> None:
+    def networks() -> list[object]:
+        return [runner["network"] for runner in cluster.status()["runners"]]
+
+    cluster.wait_until("runners reporting their network", lambda: None not in networks())
+    assert networks() == ["kohakuriver-overlay", "kohakuriver-overlay"]
+    own = json.loads(cluster.krnet(cluster.nodes[0], "node", "overlay", "--json"))
+    assert own["mode"] == "runner"
+    assert [(r["runner_id"], r["interface"], r["network"]) for r in own["runners"]] == [
+        (1, "vxlan0", "kohakuriver-overlay")
+    ]
+    assert "kohakuriver-net" in cluster.docker(cluster.nodes[0], "network", "ls")
+
+
 # -- real packets -------------------------------------------------------------------------------
 
 

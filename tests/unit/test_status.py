@@ -84,6 +84,7 @@ def test_host_status_with_defaults_is_exactly_the_design_object() -> None:
                 "status": "active",
                 "last_seen": "2026-11-28T01:02:03Z",
                 "mismatches": [],
+                "network": None,
             }
         ],
     }
@@ -224,6 +225,7 @@ def test_table_shows_totals_rows_and_mismatches() -> None:
         "10.1.0.254",
         "vxkr1",
         "active",
+        "-",
         "2026-11-28T01:02:03Z",
     ]
     assert lines[9].split()[7:9] == ["vxkr12", "inactive"]
