@@ -33,7 +33,8 @@ def _say(message: str) -> None:
 
 def _step(title: str, action: Callable[[], str]) -> None:
     """Run one proof, print its outcome; stops the demo when it fails."""
-    print(f"[....] {title}", end="\r", flush=True)
+    if sys.stdout.isatty():
+        print(f"[....] {title}", end="\r", flush=True)
     started = time.monotonic()
     try:
         detail = action()
