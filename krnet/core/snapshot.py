@@ -98,10 +98,17 @@ class ProbeResult:
     received: int
     rtt_ms: float | None
     last_success: datetime | None
+    # the same probe with a small payload: tells an MTU black hole from a blocked port
+    small_sent: int = 0
+    small_received: int = 0
 
     @property
     def loss(self) -> float:
         return 0.0 if self.sent == 0 else 1.0 - self.received / self.sent
+
+    @property
+    def small_loss(self) -> float:
+        return 0.0 if self.small_sent == 0 else 1.0 - self.small_received / self.small_sent
 
 
 @dataclass(frozen=True)
@@ -122,4 +129,10 @@ class NodeSnapshot:
     underlay_mtu: int | None = None
     probes: Mapping[int, ProbeResult] = field(default_factory=dict)
     events: tuple[EventRecord, ...] = ()
-    errors: tuple[str, ...] = ()  # parts that could not be read (e.g. "iptables: not installed")
+    # parts that could not be read, as "<part>: <reason>" with part one of kernel, firewall,
+    # docker, sysctl, record (e.g. "firewall: iptables is not installed"); checks skip them
+    errors: tuple[str, ...] = ()
+    hostname: str = ""
+    # per-runner mismatches a remote host reported (a `status` without a snapshot); local
+    # snapshots leave this empty and diagnosis derives mismatches itself
+    reported_mismatches: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
