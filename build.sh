@@ -53,6 +53,8 @@ build_zipapp() {
     trap 'rm -rf "$work"' EXIT
     mkdir -p dist
     step "building the krnet wheel"
+    # setuptools' scratch dir keeps files of earlier builds, which would land in the wheel.
+    rm -rf build
     "$VENV/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$work" . >/dev/null
     local pip_args=("$work"/krnet-*.whl)
     if [ -n "$target" ]; then
@@ -61,11 +63,24 @@ build_zipapp() {
             --platform "manylinux2014_$(uname -m)" --platform "manylinux_2_17_$(uname -m)"
             --platform "manylinux_2_28_$(uname -m)")
     fi
-    step "building dist/krnet.pyz with shiv"
-    "$VENV/bin/shiv" --compressed --reproducible --no-cache \
-        -c krnet -p '/usr/bin/env python3' -o dist/krnet.pyz \
+    step "installing krnet and its dependencies into a staging site-packages"
+    "$VENV/bin/python" -m pip install -q --no-cache-dir --no-compile --target "$work/site" \
         "${pip_args[@]}" >/dev/null
+    strip_build_paths "$work/site"
+    step "building dist/krnet.pyz with shiv"
+    "$VENV/bin/shiv" --compressed --reproducible --site-packages "$work/site" \
+        -c krnet -p '/usr/bin/env python3' -o dist/krnet.pyz >/dev/null
     step "dist/krnet.pyz: $(du -h dist/krnet.pyz | cut -f1), sha256 $(sha256sum dist/krnet.pyz | cut -c1-16)"
+}
+
+# pip records where this build happened: console scripts in bin/ carry the venv's python in their
+# shebang, and direct_url.json (with its RECORD line) the wheel's temporary path. Neither is used
+# inside a zipapp; dropping them makes two builds of one commit byte-identical, wherever they run.
+strip_build_paths() {
+    local site=$1
+    rm -rf "$site/bin"
+    rm -f "$site"/*.dist-info/direct_url.json
+    sed -i -e '\#^\.\./\.\./bin/#d' -e '\#\.dist-info/direct_url\.json,#d' "$site"/*.dist-info/RECORD
 }
 
 run_tests() {
