@@ -10,17 +10,21 @@ socket per tunnel bound to it, all in flight at once so 255 tunnels take one tim
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
+from krnet.core.plan import OverlayPlan, tunnel_name
 from krnet.core.snapshot import ProbeResult
+from krnet.core.snapshot_json import decode, encode
 from krnet.errors import KernelError
 
 ICMP_ECHO_REQUEST = 8
@@ -31,6 +35,7 @@ IP_MTU_DISCOVER = 10  # <linux/in.h>; the socket module does not export it
 IP_PMTUDISC_DO = 2  # set DF, never fragment locally
 FULL, SMALL = 0, 1  # the echo sequence number says which probe a reply answers
 DEFAULT_WINDOW = 10
+RESULTS_FILE = "probes.json"  # in the data dir: the host service writes it, doctor and TUI read
 
 
 @dataclass(frozen=True)
@@ -199,3 +204,31 @@ def _collect(
             key = (target.runner_id, reply[2])
             if key in sent_at and key not in rtts:
                 rtts[key] = round((now - sent_at[key]) * 1000, 3)
+
+
+def probe_targets(plan: OverlayPlan, runner_ids: Iterable[int]) -> list[ProbeTarget]:
+    """Each runner's probe: out of its `vxkrN`, to its gateway."""
+    return [
+        ProbeTarget(rid, tunnel_name(rid), str(plan.runner(rid).gateway))
+        for rid in sorted(runner_ids)
+        if 1 <= rid <= plan.max_runners
+    ]
+
+
+def write_results(path: Path, results: Mapping[int, ProbeResult], at: datetime) -> None:
+    """Publish the host service's results for `krnet doctor` and the TUI (atomic replace)."""
+    data = {"written_at": at.isoformat(), "results": encode(dict(results))}
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data), encoding="utf-8")
+    temporary.replace(path)
+
+
+def read_results(path: Path, now: datetime, max_age: float) -> dict[int, ProbeResult]:
+    """The published results, or {} when there are none or they are older than `max_age` s."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        written_at = datetime.fromisoformat(data["written_at"])
+        results = decode(dict[int, ProbeResult], data["results"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return results if (now - written_at).total_seconds() <= max_age else {}

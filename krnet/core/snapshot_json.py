@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 
 def snapshot_to_json(snapshot: NodeSnapshot) -> dict[str, Any]:
     """A JSON-ready dict of the whole snapshot, tagged with the format version."""
-    return {"format": FORMAT_VERSION, **_encode(snapshot)}
+    return {"format": FORMAT_VERSION, **encode(snapshot)}
 
 
 def snapshot_from_json(data: Mapping[str, Any]) -> NodeSnapshot:
@@ -50,15 +50,16 @@ def load_file(path: Path) -> NodeSnapshot:
     return loads(path.read_text(encoding="utf-8"))
 
 
-def _encode(value: Any) -> Any:
+def encode(value: Any) -> Any:
+    """Any snapshot value (dataclass, datetime, mapping, tuple) as plain JSON values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {str(key): _encode(item) for key, item in value.items()}
+        return {str(key): encode(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_encode(item) for item in value]
+        return [encode(item) for item in value]
     return value
 
 
@@ -83,11 +84,12 @@ def _decode_dataclass(cls: type, data: Any, where: str) -> Any:
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    values = {name: _decode(hints[name], item, f"{where}.{name}") for name, item in data.items()}
+    values = {name: decode(hints[name], item, f"{where}.{name}") for name, item in data.items()}
     return cls(**values)
 
 
-def _decode(hint: Any, value: Any, where: str) -> Any:
+def decode(hint: Any, value: Any, where: str = "value") -> Any:
+    """The value of type `hint` that `encode` turned into `value`."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any or hint is object or origin is typing.Literal:
@@ -96,7 +98,7 @@ def _decode(hint: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         (inner,) = [arg for arg in args if arg is not type(None)]
-        return _decode(inner, value, where)
+        return decode(inner, value, where)
     if dataclasses.is_dataclass(hint):
         return _decode_dataclass(hint, value, where)
     if hint is datetime:
@@ -104,11 +106,11 @@ def _decode(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         return float(value)
     if origin is tuple:
-        return tuple(_decode(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
+        return tuple(decode(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
     if origin in (dict, Mapping):
         key_hint, item_hint = args
         return {
-            _decode_key(key_hint, key): _decode(item_hint, item, f"{where}[{key}]")
+            _decode_key(key_hint, key): decode(item_hint, item, f"{where}[{key}]")
             for key, item in value.items()
         }
     return value

@@ -5,16 +5,22 @@ from __future__ import annotations
 import socket
 import struct
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from krnet.config import Settings
 from krnet.core.probe import (
     FULL,
     SMALL,
     ProbeBook,
     ProbeOutcome,
+    ProbeTarget,
     checksum,
     echo_request,
     parse_echo_reply,
     payload_sizes,
+    probe_targets,
+    read_results,
+    write_results,
 )
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
@@ -89,3 +95,19 @@ def test_black_hole_signature() -> None:
     book.record_all([ProbeOutcome(3, None, 0.2)] * 3, T0)
     result = book.results()[3]
     assert result.loss == 1.0 and result.small_loss == 0.0 and result.last_success is None
+
+
+def test_targets_follow_the_plan() -> None:
+    plan = Settings().plan()
+    targets = probe_targets(plan, [10, 1, 999])
+    assert targets == [ProbeTarget(1, "vxkr1", "10.1.0.1"), ProbeTarget(10, "vxkr10", "10.10.0.1")]
+
+
+def test_results_file_round_trip_and_staleness(tmp_path: Path) -> None:
+    book = ProbeBook()
+    book.record(ProbeOutcome(2, 0.5, 0.1), T0)
+    path = tmp_path / "probes.json"
+    write_results(path, book.results(), T0)
+    assert read_results(path, T0 + timedelta(seconds=10), max_age=15) == book.results()
+    assert read_results(path, T0 + timedelta(seconds=20), max_age=15) == {}
+    assert read_results(tmp_path / "missing.json", T0, max_age=15) == {}
