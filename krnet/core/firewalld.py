@@ -51,7 +51,7 @@ class Firewalld:
 
     def ensure_trusted(self, interfaces: Sequence[str]) -> list[str]:
         """Put `interfaces` in the trusted zone and take out tunnels no longer wanted."""
-        if not interfaces or not self.running():
+        if not self.running():
             return []
         current = self.trusted()
         changes = []

@@ -108,6 +108,10 @@ def test_a_departed_runner_tunnel_leaves_the_zone(firewalld: Path) -> None:
         "firewalld: vxkr3 removed from the trusted zone",
     ]
     assert (firewalld / "trusted").read_text().split() == ["eth9", "vxkr1", "vxkr2"]
+    assert Firewalld().ensure_trusted([]) == [  # the last runner left
+        "firewalld: vxkr1 removed from the trusted zone",
+        "firewalld: vxkr2 removed from the trusted zone",
+    ]
 
 
 def test_nothing_is_sent_when_firewalld_is_not_running(
