@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ class RunnerPlane:
         self._overlay_ready = False
         self._docker_ready = False
         self._docker_error: str | None = None
+        self._reconciled_at = 0.0
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
@@ -46,20 +48,37 @@ class RunnerPlane:
         """Converge kernel, firewall and Docker to `allocation`; falls back to the default net."""
         with self._lock:
             self._allocation = allocation
-            try:
-                changes = self._ensure_kernel(allocation) + self._ensure_firewall(allocation)
-            except KrnetError:
-                self._overlay_ready = False
-                self._ensure_docker()
-                raise
-            self._overlay_ready = True
-            for change in changes:
-                log.info("%s", change)
+            self._converge(allocation)
+
+    def _converge(self, allocation: Allocation) -> None:
+        try:
+            changes = self._ensure_kernel(allocation) + self._ensure_firewall(allocation)
+        except KrnetError:
+            self._overlay_ready = False
             self._ensure_docker()
+            raise
+        self._overlay_ready = True
+        self._ensure_docker()
+        # Docker puts its own FORWARD jumps on top when it creates a network: ours go back first.
+        changes += self._ensure_firewall(allocation)
+        self._reconciled_at = time.monotonic()
+        for change in changes:
+            log.info("%s", change)
+
+    def _reconcile_if_due(self) -> None:
+        """Repair drift (links, routes, rules changed by hand or by Docker) every interval."""
+        due = self._reconciled_at + self.settings.reconcile_interval
+        if self._allocation is None or time.monotonic() < due:
+            return
+        try:
+            self._converge(self._allocation)
+        except KrnetError as exc:
+            log.error("reconcile failed: %s", exc)
 
     def observe(self) -> dict[str, object]:
         """What this runner's tunnel really looks like, for heartbeats and mismatch detection."""
         with self._lock:
+            self._reconcile_if_due()
             if not self._docker_ready:
                 self._ensure_docker()
             with netlink.open_netlink() as ipr:

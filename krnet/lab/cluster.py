@@ -239,13 +239,19 @@ class Cluster:
         raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
 
     def wait_for_runners(self, count: int | None = None, timeout: float = 60.0) -> None:
-        """Until the host lists `count` active runners and each runner has its network."""
+        """Until the host lists `count` active runners, each runner has applied its allocation
+        (its own record is written after its tunnel is built), and has its Docker network."""
         want = self.runners if count is None else count
         self.wait_until(
             f"{want} active runners", lambda: self.status().get("active") == want, timeout
         )
-        if self.with_docker:
-            for runner in self.nodes:
+        for runner in self.nodes[:want]:
+            self.wait_until(
+                f"{runner.name} to apply its allocation",
+                lambda runner=runner: self.status(runner).get("total") == 1,
+                timeout,
+            )
+            if self.with_docker:
                 self.wait_until(
                     f"{runner.name}'s overlay Docker network",
                     lambda runner=runner: (

@@ -269,6 +269,29 @@ def change_runner_address(cluster: Cluster, runner: object, old: str, new: str) 
     cluster.start(runner)  # type: ignore[arg-type]
 
 
+def test_rules_links_and_routes_changed_by_hand_are_repaired(cluster: Cluster) -> None:
+    """The next reconcile (every 5 s in the lab) puts back what a person or Docker removed."""
+    host, runner = cluster.host, cluster.nodes[0]
+    host.node.run(["iptables", "-D", "KRNET-FORWARD", "-s", "10.0.0.0/8", "-j", "ACCEPT"])
+    host.node.run(["ip", "link", "set", "vxkr1", "mtu", "1400"])
+    runner.node.run(["iptables", "-t", "nat", "-F", "KRNET-POSTROUTING"])
+    runner.node.run(["ip", "route", "del", "10.0.0.0/8"])
+    cluster.wait_until(
+        "host rule and MTU repaired",
+        lambda: "-A KRNET-FORWARD -s 10.0.0.0/8 -j ACCEPT" in iptables_save(host, "filter")
+        and proofs.link_details(host, "vxkr1")["mtu"] == 1450,
+        timeout=30,
+    )
+    cluster.wait_until(
+        "runner NAT rule and route repaired",
+        lambda: "MASQUERADE" in iptables_save(runner, "nat")
+        and any(r["dst"] == "10.0.0.0/8" for r in ip_json(runner, "route")),
+        timeout=30,
+    )
+    proofs.ping(cluster, runner, "c1", cluster.containers["c2"])
+    proofs.nat(cluster)
+
+
 # -- the port guard ------------------------------------------------------------------------------
 
 
