@@ -1,0 +1,395 @@
+"""Data-plane throughput and latency: krnet's overlay beside the underlay and a hand-built hub.
+
+Three paths, each measured with the machine's own iperf3 (one TCP stream, receiver's rate) and
+ping run inside the namespaces with `nsenter`:
+  (a) overlay: a container on runner 1 -> a container on runner 2 through krnet (a lab cluster:
+      host + 2 runners running the real `krnet serve`, a dockerd per runner, busybox containers);
+  (b) underlay: runner 1's namespace -> runner 2's namespace directly (192.0.2.x), same cluster;
+  (c) hand-built: the same shape built with plain `ip` commands in a lab of its own (host with
+      kohaku-host and one vxkrN per runner; each runner a bridge, vxlan0 in it, a veth
+      "container" namespace on the bridge; the reference's routes; no iptables, no krnet).
+Runs are interleaved (a, b, c, a, b, c, ...) so background load hits every path alike. Prints
+the median Gbit/s of the runs, the median ping RTT, and the ratios. Bounded by --budget
+seconds; everything is torn down on exit, on error, on Ctrl-C and on SIGTERM.
+
+    sudo .venv/bin/python bench/dataplane.py [--runs 3] [--seconds 5] [--budget 900]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from krnet.lab import proofs  # noqa: E402
+from krnet.lab.cluster import Cluster, ClusterNode  # noqa: E402
+from krnet.lab.namespaces import (  # noqa: E402
+    NETNS_DIR,
+    Lab,
+    LabError,
+    Node,
+    remove_namespace,
+    stop_processes,
+)
+
+IPERF_PORT = 5201
+PINGS = 30
+MTU = 1450
+VNI_BASE = 100
+HOST_UNDERLAY = "192.0.2.1"
+REQUIRED = (
+    "ip",
+    "nsenter",
+    "unshare",
+    "iptables",
+    "ss",
+    "dockerd",
+    "docker",
+    "busybox",
+    "iperf3",
+    "ping",
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A network namespace to run iperf3 and ping in, and the address others reach it at."""
+
+    name: str
+    enter: tuple[str, ...]  # argv prefix that runs a command inside its namespace
+    address: str
+
+    def command(self, *argv: str) -> list[str]:
+        return [*self.enter, *argv]
+
+
+@dataclass
+class Measurement:
+    """One path: its label, its two ends, the throughput of each run and its ping RTTs."""
+
+    label: str
+    source: Endpoint
+    target: Endpoint
+    gbits: list[float] = field(default_factory=list)
+    rtts_ms: list[float] = field(default_factory=list)
+
+    @property
+    def median_gbits(self) -> float:
+        return statistics.median(self.gbits)
+
+    @property
+    def median_rtt_ms(self) -> float:
+        return statistics.median(self.rtts_ms)
+
+
+def run(argv: Sequence[str], timeout: float) -> str:
+    """Run a command to completion; its stdout, or an error naming the command."""
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"`{' '.join(argv)}` failed: {(result.stderr or result.stdout)[-400:]}")
+    return result.stdout
+
+
+def namespace_endpoint(name: str, ns: str, address: str) -> Endpoint:
+    return Endpoint(name, ("nsenter", f"--net={NETNS_DIR / ns}", "--"), address)
+
+
+def container_endpoint(cluster: Cluster, runner: ClusterNode, container: str) -> Endpoint:
+    pid = proofs.container_pid(cluster, runner, container)
+    address = cluster.containers[container]
+    return Endpoint(f"{container}@{runner.name}", ("nsenter", "-t", str(pid), "-n", "--"), address)
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+def start_server(target: Endpoint) -> subprocess.Popen[bytes]:
+    """An iperf3 server in `target`'s namespace, listening; the caller stops it."""
+    server = subprocess.Popen(
+        target.command("iperf3", "-s", "-p", str(IPERF_PORT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_listening(server, target)
+    except BaseException:
+        stop_processes([server])
+        raise
+    return server
+
+
+def wait_listening(server: subprocess.Popen[bytes], target: Endpoint) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"iperf3 server in {target.name} exited with {server.returncode}")
+        listening = run(target.command("ss", "-Hltn", f"sport = :{IPERF_PORT}"), timeout=10)
+        if listening.strip():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"iperf3 server in {target.name} is not listening after 10 s")
+
+
+def throughput(path: Measurement, seconds: int) -> float:
+    """One iperf3 run (first second omitted: slow start); the receiver's Gbit/s."""
+    output = run(
+        path.source.command(
+            "iperf3",
+            "-c",
+            path.target.address,
+            "-p",
+            str(IPERF_PORT),
+            "-t",
+            str(seconds),
+            "-O",
+            "1",
+            "-J",
+        ),
+        timeout=seconds + 30,
+    )
+    report = json.loads(output)
+    if "error" in report:
+        raise RuntimeError(f"iperf3 {path.label}: {report['error']}")
+    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def round_trips(path: Measurement) -> list[float]:
+    """PINGS pings 50 ms apart; each reply's RTT in ms (every reply must come back)."""
+    result = subprocess.run(
+        path.source.command(
+            "ping", "-n", "-c", str(PINGS), "-i", "0.05", "-W", "2", path.target.address
+        ),
+        capture_output=True,
+        text=True,
+        timeout=PINGS + 30,
+    )
+    rtts = [float(value) for value in re.findall(r"time=([\d.]+) ms", result.stdout)]
+    if result.returncode != 0 or len(rtts) != PINGS:
+        raise RuntimeError(
+            f"ping {path.label}: {len(rtts)}/{PINGS} replies: {result.stdout[-300:]}"
+        )
+    return rtts
+
+
+def measure(paths: list[Measurement], runs: int, seconds: int, say: Callable[[str], None]) -> None:
+    for number in range(1, runs + 1):
+        for path in paths:
+            path.gbits.append(throughput(path, seconds))
+            say(f"run {number}/{runs} {path.label}: {path.gbits[-1]:.2f} Gbit/s")
+    for path in paths:
+        path.rtts_ms = round_trips(path)
+        say(f"ping {path.label}: median {path.median_rtt_ms:.3f} ms")
+
+
+# -- the labs -------------------------------------------------------------------------------
+
+
+def krnet_cluster(workdir: Path, say: Callable[[str], None]) -> Cluster:
+    """A running lab cluster (host + 2 runners, dockerds) with a container on each runner."""
+    cluster = Cluster(workdir, runners=2, progress=say)
+    try:
+        cluster.build()
+        cluster.start_all()
+        cluster.wait_for_runners()
+        for index, runner in enumerate(cluster.nodes, start=1):
+            cluster.run_container(runner, f"c{index}")
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+def krnet_paths(cluster: Cluster) -> tuple[Measurement, Measurement]:
+    """(a) container to container through the overlay, (b) runner to runner on the underlay."""
+    first, second = cluster.nodes
+    overlay = Measurement(
+        "(a) krnet overlay",
+        container_endpoint(cluster, first, "c1"),
+        container_endpoint(cluster, second, "c2"),
+    )
+    underlay = Measurement(
+        "(b) underlay",
+        namespace_endpoint("r1", first.node.ns, first.node.address),
+        namespace_endpoint("r2", second.node.ns, second.node.address),
+    )
+    return overlay, underlay
+
+
+def hand_built_hub(lab: Lab) -> Measurement:
+    """(c) the reference's shape with plain `ip` commands: no krnet, no iptables."""
+    host = lab.add_node("host", f"{HOST_UNDERLAY}/24")
+    ip(host, "link", "add", "kohaku-host", "type", "bridge")
+    ip(host, "addr", "add", "10.0.0.1/8", "dev", "kohaku-host")
+    ip(host, "link", "set", "kohaku-host", "up")
+    host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    containers = []
+    for index in (1, 2):
+        runner = lab.add_node(f"r{index}", f"192.0.2.{10 + index}/24")
+        vni = str(VNI_BASE + index)
+        tunnel = f"vxkr{index}"
+        vxlan(host, tunnel, vni, HOST_UNDERLAY, runner.address)
+        ip(host, "addr", "add", f"10.{index}.0.254/16", "dev", tunnel)
+        ip(host, "link", "set", tunnel, "up")
+        ip(runner, "link", "add", "kohaku-overlay", "mtu", str(MTU), "type", "bridge")
+        ip(runner, "addr", "add", f"10.{index}.0.1/16", "dev", "kohaku-overlay")
+        ip(runner, "link", "set", "kohaku-overlay", "up")
+        vxlan(runner, "vxlan0", vni, runner.address, HOST_UNDERLAY)
+        ip(runner, "link", "set", "vxlan0", "master", "kohaku-overlay", "up")
+        ip(runner, "route", "add", "10.0.0.0/8", "via", f"10.{index}.0.254")
+        runner.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        containers.append(veth_container(lab, runner, index))
+    return Measurement("(c) hand-built hub", *containers)
+
+
+def ip(node: Node, *argv: str) -> None:
+    node.run(["ip", *argv])
+
+
+def vxlan(node: Node, name: str, vni: str, local: str, remote: str) -> None:
+    ip(node, "link", "add", name, "mtu", str(MTU), "type", "vxlan", "id", vni, "local", local,
+       "remote", remote, "dstport", "4789", "nolearning")  # fmt: skip
+
+
+def veth_container(lab: Lab, runner: Node, index: int) -> Endpoint:
+    """A namespace on the runner's bridge as Docker would plug one in: 10.N.0.2, via 10.N.0.1."""
+    ns = f"{lab.prefix}c{index}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+    lab.callback(lambda: _remove(ns))
+    address = f"10.{index}.0.2"
+    peer = ["peer", "name", "eth0", "netns", ns, "mtu", str(MTU)]
+    ip(runner, "link", "add", f"veth{index}", "mtu", str(MTU), "type", "veth", *peer)
+    ip(runner, "link", "set", f"veth{index}", "master", "kohaku-overlay", "up")
+    inside = ("ip", "-n", ns)
+    run([*inside, "addr", "add", f"{address}/16", "dev", "eth0"], timeout=10)
+    run([*inside, "link", "set", "eth0", "up"], timeout=10)
+    run([*inside, "link", "set", "lo", "up"], timeout=10)
+    run([*inside, "route", "add", "default", "via", f"10.{index}.0.1"], timeout=10)
+    return namespace_endpoint(f"c{index}", ns, address)
+
+
+def _remove(ns: str) -> None:
+    failures = remove_namespace(ns)
+    if failures:
+        raise LabError("; ".join(failures))
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def report(paths: list[Measurement], runs: int, seconds: int) -> None:
+    overlay, underlay, hand_built = paths
+    print()
+    print(
+        f"krnet data plane: {os.cpu_count()} CPUs, kernel {platform.release()}, "
+        f"{run(['iperf3', '--version'], 10).split(chr(10))[0]}, one TCP stream, "
+        f"median of {runs} runs of {seconds} s; ping: median of {PINGS}"
+    )
+    for path in paths:
+        runs_text = ", ".join(f"{value:.2f}" for value in path.gbits)
+        print(
+            f"  {path.label:22} {path.median_gbits:6.2f} Gbit/s  ({runs_text})   "
+            f"RTT {path.median_rtt_ms:.3f} ms"
+        )
+    print(
+        f"  overlay / underlay:    throughput {ratio(overlay, underlay)}, "
+        f"RTT {overlay.median_rtt_ms / underlay.median_rtt_ms:.2f}x"
+    )
+    print(
+        f"  krnet / hand-built:    throughput {ratio(overlay, hand_built)}, "
+        f"RTT {overlay.median_rtt_ms / hand_built.median_rtt_ms:.2f}x"
+    )
+
+
+def ratio(numerator: Measurement, denominator: Measurement) -> str:
+    return f"{numerator.median_gbits / denominator.median_gbits:.2f}"
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+class OutOfTime(Exception):
+    """The benchmark ran past its --budget."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    if signum == signal.SIGALRM:
+        raise OutOfTime("ran past its --budget; everything was torn down")
+    raise SystemExit(128 + signum)
+
+
+def benchmark(
+    runs: int, seconds: int, budget: int, say: Callable[[str], None]
+) -> list[Measurement]:
+    """Build both labs, measure every path, tear everything down (the budget covers all but
+    the teardown, which has bounded waits of its own)."""
+    signal.signal(signal.SIGALRM, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.alarm(budget)
+    with (
+        tempfile.TemporaryDirectory(prefix="krt-dataplane-") as workdir,
+        contextlib.ExitStack() as stack,
+    ):
+        try:
+            cluster = krnet_cluster(Path(workdir) / "cluster", say)
+            stack.callback(cluster.close)
+            lab = stack.enter_context(Lab())
+            say(f"building the hand-built hub ({lab.prefix}*)")
+            paths = [*krnet_paths(cluster), hand_built_hub(lab)]
+            servers: list[subprocess.Popen[bytes]] = []
+            stack.callback(stop_processes, servers)
+            for path in paths:
+                servers.append(start_server(path.target))
+            measure(paths, runs, seconds, say)
+        finally:
+            signal.alarm(0)
+            say("tearing down")
+    return paths
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per path (default 3)")
+    parser.add_argument("--seconds", type=int, default=5, help="length of a run (default 5)")
+    parser.add_argument(
+        "--budget", type=int, default=900, help="give up and tear down after this (default 900)"
+    )
+    arguments = parser.parse_args()
+    missing = [tool for tool in REQUIRED if shutil.which(tool) is None]
+    if os.geteuid() != 0 or missing:
+        print(f"dataplane: needs root and {', '.join(missing) or 'nothing else'}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    try:
+        paths = benchmark(arguments.runs, arguments.seconds, arguments.budget, say)
+    except (OutOfTime, RuntimeError, LabError, subprocess.SubprocessError) as error:
+        print(f"dataplane: {error}", file=sys.stderr)
+        return 1
+    report(paths, arguments.runs, arguments.seconds)
+    print(f"  ({time.monotonic() - started:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

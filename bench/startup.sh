@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Start-up time of the zipapp: median wall time of `krnet.pyz --help` and of
+# `krnet.pyz node overlay --json` on a record of 50 runners, beside `python3 -c pass`.
+# Each command gets one warm-up run first (the very first one extracts the zipapp into a
+# private SHIV_ROOT), then RUNS timed runs. Uses hyperfine when installed, else a shell loop.
+# Commands run with the interpreter itself (INTERPRETER, default: the system's /usr/bin/python3,
+# as on the machines the zipapp is for), not through `#!/usr/bin/env python3`: a wrapper on PATH
+# such as a pyenv shim would add its own start-up (about 70 ms here) to every figure.
+#
+#   bench/startup.sh [ZIPAPP]        default dist/krnet.pyz; RUNS=15 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ZIPAPP=$(realpath "${1:-dist/krnet.pyz}")
+RUNS=${RUNS:-15}
+RUNNERS=50
+PYTHON=${PYTHON:-.venv/bin/python}
+system_python=/usr/bin/python3
+[ -x $system_python ] || system_python=$(python3 -c 'import sys; print(sys.executable)')
+INTERPRETER=${INTERPRETER:-$system_python}
+[ -f "$ZIPAPP" ] || { echo "startup: $ZIPAPP is missing: run ./build.sh first" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/krt-startup.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# A clean environment: no KRNET_* settings, no user config, extraction into $work.
+for name in $(env | sed -n 's/^\(KRNET_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$name"; done
+export HOME=$work/home SHIV_ROOT=$work/shiv XDG_CONFIG_HOME=$work/home/.config
+export XDG_DATA_HOME=$work/home/.local/share
+mkdir -p "$HOME"
+
+# The record a host with 50 runners would have, written by the Store of this source tree.
+"$PYTHON" - "$work/data" "$RUNNERS" <<'EOF'
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from krnet.core.plan import OverlayPlan
+from krnet.core.records import JoinRequest
+from krnet.core.store import Store
+
+data_dir, runners = Path(sys.argv[1]), int(sys.argv[2])
+plan = OverlayPlan.build("10.0.0.1", 8, 16, 100)
+with Store.open(data_dir) as store:
+    for index in range(1, runners + 1):
+        request = JoinRequest(None, f"runner-{index}", f"192.0.2.{index + 10}", 100, 4789, 1450)
+        store.allocate(request, plan=plan, now=datetime.now(UTC))
+EOF
+# This first run also extracts the zipapp, and proves it reads the record.
+total=$("$INTERPRETER" "$ZIPAPP" --data-dir "$work/data" node overlay --json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["total"])')
+[ "$total" = "$RUNNERS" ] || { echo "startup: node overlay saw $total runners" >&2; exit 1; }
+
+names=("python3 -c pass" "krnet.pyz --help" "krnet.pyz node overlay --json ($RUNNERS runners)")
+commands=(
+    "$INTERPRETER -c pass"
+    "$INTERPRETER $ZIPAPP --help"
+    "$INTERPRETER $ZIPAPP --data-dir $work/data node overlay --json"
+)
+
+median_ms_loop() {
+    local command=$1 times=() start end
+    $command >/dev/null
+    for _ in $(seq "$RUNS"); do
+        start=$(date +%s%N)
+        $command >/dev/null
+        end=$(date +%s%N)
+        times+=($(((end - start) / 1000)))
+    done
+    printf '%s\n' "${times[@]}" | sort -n | awk '{v[NR] = $1} END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.1f", m / 1000 }'
+}
+
+median_ms_hyperfine() {
+    hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$work/h.json" "$1" \
+        >"$work/h.log" 2>&1 || { cat "$work/h.log" >&2; return 1; }
+    python3 -c 'import json, sys
+print("%.1f" % (json.load(open(sys.argv[1]))["results"][0]["median"] * 1000))' "$work/h.json"
+}
+
+tool=loop
+command -v hyperfine >/dev/null && tool=hyperfine
+echo "krnet start-up: $ZIPAPP ($(du -h "$ZIPAPP" | cut -f1)), $("$INTERPRETER" --version)" \
+    "($INTERPRETER), $(nproc) CPUs, median of $RUNS runs after 1 warm-up ($tool)"
+for i in "${!commands[@]}"; do
+    ms=$("median_ms_$tool" "${commands[$i]}")
+    printf '  %-44s %8s ms\n' "${names[$i]}" "$ms"
+done
