@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("krnet.serve")
 
+# descriptors beyond the join connections: listener, SQLite, log, threads, refusals in flight
+SPARE_FILES = 64
+
 
 def run(args: argparse.Namespace) -> int:
     """Run in the configured mode (or --mode) until a signal; exit 0."""
@@ -32,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_settings(args)
     settings = loaded.settings
     token = read_token(settings, loaded.data_dir)
+    if settings.mode == "host":
+        raise_open_files_limit(settings.max_connections + SPARE_FILES)
     with Store.open(loaded.data_dir) as store:
         log.info(
             "krnet serve: %s mode, data dir %s, overlay %s",
@@ -42,6 +48,24 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(_serve(settings, loaded.data_dir, store, token))
     log.info("stopped; tunnels and allocations left in place")
     return 0
+
+
+def raise_open_files_limit(needed: int) -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard one: past it accept() fails instead of `busy`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    target = max(soft, needed) if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning(
+            "the open-files limit is %d but max_connections needs about %d: connections past "
+            "it fail instead of getting `busy`; raise LimitNOFILE in the systemd unit "
+            "(or ulimit -n), or lower max_connections",
+            target,
+            needed,
+        )
 
 
 async def _serve(settings: Settings, data_dir: Path, store: Store, token: str) -> None:
