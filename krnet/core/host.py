@@ -178,6 +178,10 @@ class HostService:
         except Exception:
             log.exception("%s: internal error", peer_ip)
             await self._refuse(writer, "internal", "internal error on the host; see its log")
+        except asyncio.CancelledError:
+            # stop(): end quietly; on Python 3.11 a handler that ends cancelled makes asyncio's
+            # stream callback log a traceback, one per open connection
+            log.debug("%s: connection dropped, the host is stopping", peer_ip)
         finally:
             self._connections.discard(task)
             await self._close(writer)
