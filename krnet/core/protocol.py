@@ -289,10 +289,16 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     return decode_frame(line[:-1])
 
 
+def _printable(text: str, limit: int = 120) -> str:
+    """Peer-chosen text (a field name) made safe for one log line: escaped and cut."""
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return cut.encode("unicode_escape").decode("ascii")
+
+
 def _summarize(exc: ValidationError, kind: str) -> str:
     parts = []
     for error in exc.errors(include_url=False)[:3]:
-        where = ".".join(str(item) for item in error["loc"]) or kind
+        where = _printable(".".join(str(item) for item in error["loc"])) or kind
         parts.append(f"{where}: {error['msg']}")
     more = exc.error_count() - len(parts)
     suffix = f" (and {more} more)" if more > 0 else ""
