@@ -31,6 +31,7 @@ from krnet.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 65_536  # bytes a line may hold, newline not counted
+MAX_OBSERVED = 16_384  # bytes of a heartbeat's `observed` as canonical JSON: a status line holds it
 RUNNER_TO_HOST = "krnet runner->host"
 HOST_TO_RUNNER = "krnet host->runner"
 
@@ -150,11 +151,18 @@ class Applied(Message):
     mtu: Mtu
 
 
+def _bounded_observed(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    size = len(canonical_json(value))
+    if size > MAX_OBSERVED:
+        raise ValueError(f"{size} bytes as canonical JSON, at most {MAX_OBSERVED}")
+    return value
+
+
 class Heartbeat(Message):
     type: Literal["heartbeat"]
     seq: Seq
     applied: Applied | None
-    observed: dict[str, JsonValue]
+    observed: Annotated[dict[str, JsonValue], AfterValidator(_bounded_observed)]
     mac: Mac
 
 
