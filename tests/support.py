@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +27,16 @@ def require_privileged(*tools: str) -> None:
     if privileged_required():
         pytest.fail(f"KRNET_REQUIRE_PRIVILEGED=1 but this test cannot run: {reason}")
     pytest.skip(reason)
+
+
+ZIPAPP = Path(__file__).resolve().parents[1] / "dist" / "krnet.pyz"
+
+
+def require_zipapp() -> Path:
+    """The built zipapp; skip without it (fail in CI, which always builds it first)."""
+    if ZIPAPP.exists():
+        return ZIPAPP
+    message = f"{ZIPAPP} is missing: run ./build.sh first"
+    if privileged_required():
+        pytest.fail(message)
+    pytest.skip(message)

@@ -21,10 +21,9 @@ import pytest
 from krnet import __version__
 from krnet.config import Settings
 from krnet.core.record_file import SCHEMA_HEAD, database_path
-from tests.support import privileged_required, require_privileged
+from tests.support import ZIPAPP, require_privileged, require_zipapp
 
 ROOT = Path(__file__).resolve().parents[1]
-ZIPAPP = ROOT / "dist" / "krnet.pyz"
 CLEAN_MACHINE_SCRIPT = ROOT / "scripts" / "check-clean-machine.sh"
 HEAVY = {"textual", "docker", "pyroute2", "sqlalchemy", "sqlmodel", "alembic"}
 
@@ -32,9 +31,7 @@ HEAVY = {"textual", "docker", "pyroute2", "sqlalchemy", "sqlmodel", "alembic"}
 @pytest.fixture(scope="module")
 def zipapp_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """An environment with no krnet settings; the zipapp extracts once, into a private dir."""
-    if not ZIPAPP.exists():
-        message = f"{ZIPAPP} is missing: run ./build.sh first"
-        pytest.fail(message) if privileged_required() else pytest.skip(message)
+    require_zipapp()
     home = tmp_path_factory.mktemp("home")
     environ = {
         name: value
