@@ -14,6 +14,7 @@ from krnet.core.check import FAIL, PASS, SEVERITY, WARN, Check, Context, Status,
 from krnet.core.diagnose_firewall import check_firewall, check_port_guard
 from krnet.core.diagnose_links import (
     RECONCILE,
+    check_far_ends,
     check_link_mtu,
     check_routes,
     check_rp_filter,
@@ -29,7 +30,7 @@ __all__ = ["FAIL", "PASS", "WARN", "Check", "Status", "diagnose", "runner_mismat
 
 # checks whose problems are differences between what a runner should have and what it has
 MISMATCH_CHECKS = frozenset(
-    {"settings_match", "tunnels", "vni_map", "link_mtu", "routes", "reported_mismatch"}
+    {"settings_match", "tunnels", "far_end", "vni_map", "link_mtu", "routes", "reported_mismatch"}
 )
 MTU_CHECKS = frozenset({"underlay_mtu", "link_mtu", "probe"})
 
@@ -49,6 +50,7 @@ def _host_checks() -> list[Callable[[Context], list[Check]]]:
     return [
         _check_reachable_address,
         *_shared_checks(),
+        check_far_ends,
         _check_probes,
         _check_silent_runners,
         _check_reported_mismatches,
@@ -110,13 +112,12 @@ def runner_mismatches(
 
 
 def _check_read_errors(ctx: Context) -> list[Check]:
-    command = "sudo krnet doctor" if ctx.host else "sudo krnet doctor (on the runner)"
     return [
         Check(
             "read_state",
             WARN,
             f"could not read {error}; checks of that part are skipped",
-            f"run as root: {command}",
+            "run `sudo krnet doctor` on that node (root reads links, rules and sysctls)",
         )
         for error in ctx.snapshot.errors
     ]
@@ -139,6 +140,8 @@ def _check_overlay_enabled(ctx: Context) -> list[Check]:
 
 def _check_reachable_address(ctx: Context) -> list[Check]:
     """HOST_REACHABLE_ADDRESS must be a non-loopback address on one of this host's links."""
+    if ctx.unread("settings"):
+        return []
     address = ctx.settings.host_reachable_address
     candidates = sorted(
         ip for ip in ctx.local_addresses if not _loopback(ip) and not _overlay(ctx, ip)
@@ -170,6 +173,8 @@ def _overlay(ctx: Context, ip: str) -> bool:
 
 
 def _check_ip_forward(ctx: Context) -> list[Check]:
+    if ctx.unread("sysctl"):
+        return []
     value = ctx.snapshot.sysctls.get("net.ipv4.ip_forward")
     fix = "sysctl -w net.ipv4.ip_forward=1 (krnet serve sets it on start)"
     if value == "1":
@@ -190,11 +195,6 @@ def _check_settings_match(ctx: Context) -> list[Check]:
             "overlay_vxlan_port": (runner.vxlan_port, settings.overlay_vxlan_port),
             "overlay_mtu": (runner.mtu, settings.overlay_mtu),
         }
-        if ctx.host and runner.observed.get("vxlan_port") is not None:
-            reported["vxlan port in use"] = (
-                runner.observed["vxlan_port"],
-                settings.overlay_vxlan_port,
-            )
         for name, (theirs, ours) in reported.items():
             if theirs in (ours, UNREPORTED, None):
                 continue

@@ -284,7 +284,7 @@ def _foreign_links(ctx: Context) -> list[Check]:
     problems = []
     for link in _vxlan_links(ctx):
         assert link.vxlan is not None
-        if _is_ours(ctx, link.name) or link.vxlan.port != port:
+        if is_krnet_tunnel(ctx, link.name) or link.vxlan.port != port:
             continue
         clash = link.vxlan.vni in ours
         problems.append(
@@ -299,7 +299,8 @@ def _foreign_links(ctx: Context) -> list[Check]:
     return problems
 
 
-def _is_ours(ctx: Context, name: str) -> bool:
+def is_krnet_tunnel(ctx: Context, name: str) -> bool:
+    """`vxkrN` on a host, `vxlan0` on a runner."""
     return runner_id_from_tunnel(name) is not None if ctx.host else name == RUNNER_TUNNEL
 
 
@@ -310,6 +311,8 @@ def _runner_of(names: list[str]) -> int | None:
 
 def check_underlay_mtu(ctx: Context) -> list[Check]:
     """overlay_mtu + 50 bytes of VXLAN must fit the underlay link's MTU."""
+    if ctx.unread("kernel"):
+        return []
     mtu, underlay = ctx.settings.overlay_mtu, ctx.snapshot.underlay_mtu
     link = ctx.snapshot.underlay_link or "the underlay link"
     if underlay is None:
@@ -348,18 +351,21 @@ def check_link_mtu(ctx: Context) -> list[Check]:
         link = ctx.link(ctx.tunnel_name(rid))
         if link is not None and link.mtu != mtu:
             problems.append(_link_mtu_problem(link.name, link.mtu, mtu, rid))
-        observed = runner.observed.get("mtu") if ctx.host else None
-        if observed is not None and observed != mtu:
-            problems.append(
-                Check(
-                    "link_mtu",
-                    FAIL,
-                    f"runner {rid} ({runner.hostname}) reports MTU {observed} on {RUNNER_TUNNEL}, "
-                    f"expected {mtu}: packets between {observed} and {mtu} bytes are dropped",
-                    f"set overlay_mtu = {mtu} on {runner.hostname} and restart its agent",
-                    rid,
+        far = {"mtu": RUNNER_TUNNEL, "bridge_mtu": ctx.settings.overlay_bridge_name}
+        for key, where in far.items() if ctx.host else ():
+            observed = runner.observed.get(key)
+            if observed is not None and observed != mtu:
+                problems.append(
+                    Check(
+                        "link_mtu",
+                        FAIL,
+                        f"runner {rid} ({runner.hostname}) reports MTU {observed} on {where}, "
+                        f"expected {mtu}: packets between {observed} and {mtu} bytes are dropped",
+                        f"on {runner.hostname}: ip link set dev {where} mtu {mtu} "
+                        "(its agent's reconcile does this too)",
+                        rid,
+                    )
                 )
-            )
     if not ctx.host and ctx.runners:
         rid = ctx.runners[0].runner_id
         bridge = ctx.link(ctx.settings.overlay_bridge_name)
@@ -406,8 +412,12 @@ def _docker_mtu_problems(ctx: Context, rid: int) -> list[Check]:
 
 def check_rp_filter(ctx: Context) -> list[Check]:
     """Strict reverse-path filtering on a tunnel drops replies that come back another way."""
+    if ctx.unread("sysctl"):
+        return []
     sysctls = ctx.snapshot.sysctls
-    tunnels = sorted((name for name in ctx.snapshot.links if _is_ours(ctx, name)), key=_natural)
+    tunnels = sorted(
+        (name for name in ctx.snapshot.links if is_krnet_tunnel(ctx, name)), key=_natural
+    )
     all_value = _int(sysctls.get("net.ipv4.conf.all.rp_filter"))
     strict = [
         name
@@ -438,3 +448,55 @@ def _natural(name: str) -> tuple[str, int]:
     stem = name.rstrip("0123456789")
     digits = name[len(stem) :]
     return (stem, int(digits) if digits else -1)
+
+
+def check_far_ends(ctx: Context) -> list[Check]:
+    """Each runner's own view of its end, from its last heartbeat (keys: krnet.core.records)."""
+    problems = []
+    for runner in ctx.runners:
+        seen, rid, name = runner.observed, runner.runner_id, runner.hostname
+        if not seen:
+            continue
+        restart = f"on {name}: restart its agent (systemctl restart krnet); it rebuilds its end"
+        found = []
+        if seen.get("tunnel_present") is False:
+            found.append((FAIL, f"runner {rid} ({name}) has no {RUNNER_TUNNEL}", restart))
+        elif seen.get("tunnel_up") is False:
+            found.append(
+                (
+                    FAIL,
+                    f"runner {rid} ({name})'s {RUNNER_TUNNEL} is down",
+                    f"on {name}: ip link set {RUNNER_TUNNEL} up",
+                )
+            )
+        remote, port = seen.get("remote"), seen.get("port")
+        if remote and ctx.local_addresses and remote not in ctx.local_addresses:
+            found.append(
+                (
+                    FAIL,
+                    f"runner {rid} ({name})'s {RUNNER_TUNNEL} sends to {remote}, "
+                    "which is not an address of this host",
+                    restart,
+                )
+            )
+        if port is not None and port != ctx.settings.overlay_vxlan_port:
+            found.append(
+                (
+                    FAIL,
+                    f"runner {rid} ({name})'s {RUNNER_TUNNEL} uses UDP port {port}, "
+                    f"the host {ctx.settings.overlay_vxlan_port}",
+                    f"set overlay_vxlan_port = {ctx.settings.overlay_vxlan_port} on {name} "
+                    "and restart its agent",
+                )
+            )
+        if seen.get("docker_available") is False:
+            found.append(
+                (
+                    WARN,
+                    f"runner {rid} ({name}) cannot reach Docker: "
+                    f"{seen.get('docker_error') or 'no answer'}",
+                    f"on {name}: systemctl start docker",
+                )
+            )
+        problems += [Check("far_end", status, detail, fix, rid) for status, detail, fix in found]
+    return passed("far_end", problems, "every runner reports its end as planned")

@@ -130,7 +130,8 @@ class NodeSnapshot:
     probes: Mapping[int, ProbeResult] = field(default_factory=dict)
     events: tuple[EventRecord, ...] = ()
     # parts that could not be read, as "<part>: <reason>" with part one of kernel, firewall,
-    # docker, sysctl, record (e.g. "firewall: iptables is not installed"); checks skip them
+    # docker, sysctl, record, probe, settings (e.g. "firewall: iptables is not installed");
+    # checks of an unread part are skipped, and diagnosis says so
     errors: tuple[str, ...] = ()
     hostname: str = ""
     # per-runner mismatches a remote host reported (a `status` without a snapshot); local

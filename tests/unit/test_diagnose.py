@@ -353,3 +353,34 @@ def test_format_age(seconds: int, text: str) -> None:
 def test_full_pool_diagnoses_the_two_faults() -> None:
     found = problems(snapshot("host_255"))
     assert {(c.check, c.runner_id) for c in found} == {("link_mtu", 7), ("runner_silent", 42)}
+
+
+def test_far_end_from_the_runners_heartbeat() -> None:
+    snap = snapshot("healthy_host")
+    runners = list(snap.runners)
+    runners[0] = dataclasses.replace(
+        runners[0], observed={**runners[0].observed, "tunnel_up": False, "remote": "192.0.2.77"}
+    )
+    runners[1] = dataclasses.replace(
+        runners[1], observed={**runners[1].observed, "port": 4790, "bridge_mtu": 1500}
+    )
+    runners[2] = dataclasses.replace(
+        runners[2],
+        observed={
+            **runners[2].observed,
+            "docker_available": False,
+            "docker_error": "connection refused",
+        },
+    )
+    found = problems(dataclasses.replace(snap, runners=tuple(runners)))
+    got = {(c.check, c.status, c.runner_id, c.detail.split(":")[0][:40]) for c in found}
+    assert ("far_end", FAIL, 1, "runner 1 (runner-1)'s vxlan0 is down") in got
+    assert any(c.runner_id == 1 and "sends to 192.0.2.77" in c.detail for c in found)
+    assert any(c.runner_id == 2 and "UDP port 4790, the host 4789" in c.detail for c in found)
+    assert any(
+        c.check == "link_mtu" and c.runner_id == 2 and "on kohaku-overlay" in c.detail
+        for c in found
+    )
+    assert any(
+        c.status == WARN and c.runner_id == 3 and "connection refused" in c.detail for c in found
+    )
