@@ -1,0 +1,176 @@
+"""The krnet terminal UI: seven views of one node, refreshed by a worker off the UI thread.
+
+The app is given a `SnapshotSource` (this node, a remote host, or recorded snapshots in
+tests). A thread worker calls it and builds the ViewData; the result arrives as a message
+and every view redraws from it. The next gather is armed only after one finishes, so a slow
+source never stacks up refreshes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
+
+from krnet.errors import KrnetError
+from krnet.tui.events import EventsView
+from krnet.tui.firewall_view import FirewallView
+from krnet.tui.help import HelpScreen
+from krnet.tui.interfaces import InterfacesView
+from krnet.tui.model import SnapshotSource, ViewData, ViewModel
+from krnet.tui.mtu import MtuView
+from krnet.tui.overview import OverviewView
+from krnet.tui.runners import RunnersView
+from krnet.tui.vnis import VnisView
+
+# (pane id, tab label, key, view class)
+VIEWS: tuple[tuple[str, str, str, type[Widget]], ...] = (
+    ("overview", "Overview", "1", OverviewView),
+    ("runners", "Runners", "2", RunnersView),
+    ("interfaces", "Interfaces", "3", InterfacesView),
+    ("vnis", "VNIs", "4", VnisView),
+    ("mtu", "MTU", "5", MtuView),
+    ("firewall", "Firewall", "6", FirewallView),
+    ("events", "Events", "7", EventsView),
+)
+VIEW_IDS = tuple(view_id for view_id, _label, _key, _cls in VIEWS)
+
+
+@dataclass
+class SnapshotReady(Message):
+    """A gather finished: the data every view redraws from."""
+
+    data: ViewData
+
+
+@dataclass
+class GatherFailed(Message):
+    """A gather failed with an error a person can act on."""
+
+    error: str
+
+
+class KrnetApp(App[None]):
+    """Live overlay status of one node."""
+
+    CSS_PATH = "krnet.tcss"
+    TITLE = "krnet"
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("r", "refresh_now", "Refresh"),
+        Binding("tab", "next_view", "Next view", priority=True),
+        Binding("shift+tab", "next_view(-1)", "Previous view", show=False, priority=True),
+        *(
+            Binding(key, f"view('{view_id}')", label, show=False)
+            for view_id, label, key, _ in VIEWS
+        ),
+    ]
+
+    def __init__(self, source: SnapshotSource, refresh_interval: float, where: str) -> None:
+        super().__init__()
+        self.source = source
+        self.refresh_interval = refresh_interval
+        self.where = where
+        self.model = ViewModel()
+        self.data: ViewData | None = None
+        self.refreshes = 0
+        self._timer: Timer | None = None
+        self._gathering = False
+        self._shown: dict[str, ViewData] = {}  # the data each view last drew
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="overview"):
+            for view_id, label, key, cls in VIEWS:
+                with TabPane(f"{key} {label}", id=view_id):
+                    yield cls(id=f"{view_id}-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.where} · waiting for the first reading"
+        self.start_gather()
+
+    # -- gathering ----------------------------------------------------------------------------
+
+    def start_gather(self) -> None:
+        """Gather now unless a gather is already running (it re-arms the timer itself)."""
+        if self._gathering:
+            return
+        if self._timer is not None:
+            self._timer.stop()
+        self._gathering = True
+        self.gather()
+
+    @work(thread=True, group="gather")
+    def gather(self) -> None:
+        """Read the source and build the views' data, off the UI thread."""
+        try:
+            data = self.model.update(self.source())
+        except KrnetError as exc:
+            self.post_message(GatherFailed(str(exc)))
+        else:
+            self.post_message(SnapshotReady(data))
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self.apply(message.data)
+        self._rearm()
+
+    def on_gather_failed(self, message: GatherFailed) -> None:
+        self.sub_title = f"{self.where} · ✖ {message.error}"
+        self._rearm()
+
+    def _rearm(self) -> None:
+        self._gathering = False
+        self._timer = self.set_timer(self.refresh_interval, self.start_gather)
+
+    def apply(self, data: ViewData) -> None:
+        """Take new data: the visible view redraws now, the others when they are shown."""
+        self.data = data
+        self.refreshes += 1
+        self.show_view(self.active_view)
+        taken = data.snapshot.taken_at.strftime("%H:%M:%SZ")
+        self.sub_title = f"{self.where} · {taken} · every {self.refresh_interval:g}s"
+
+    def show_view(self, view_id: str) -> None:
+        """Redraw one view from the latest data, unless it already shows it."""
+        if self.data is None or self._shown.get(view_id) is self.data:
+            return
+        self.query_one(f"#{view_id}-view").show(self.data)  # type: ignore[attr-defined]
+        self._shown[view_id] = self.data
+
+    # -- actions ------------------------------------------------------------------------------
+
+    @property
+    def active_view(self) -> str:
+        return self.query_one(TabbedContent).active
+
+    def action_view(self, view_id: str) -> None:
+        self.query_one(TabbedContent).active = view_id
+
+    def action_next_view(self, step: int = 1) -> None:
+        index = VIEW_IDS.index(self.active_view)
+        self.action_view(VIEW_IDS[(index + step) % len(VIEW_IDS)])
+
+    def action_refresh_now(self) -> None:
+        self.start_gather()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.refresh_interval))
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Bring the view up to date and put the keyboard on its table, so its keys work."""
+        self.show_view(event.pane.id or "")
+        tables = event.pane.query(DataTable)
+        if tables:
+            tables.first().focus()
+        else:
+            self.set_focus(None)

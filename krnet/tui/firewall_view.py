@@ -1,0 +1,95 @@
+"""The Firewall view: expected rules present or missing with their counters, and the port guard."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from krnet.core import firewall
+from krnet.core.check import Context
+from krnet.core.diagnose_firewall import firewall_plan, guard_peers
+from krnet.core.snapshot import RuleInfo
+from krnet.tui.glyphs import problems_or
+from krnet.tui.model import ViewData
+from krnet.tui.table import Row, TableView
+
+COLUMNS = ("STATE", "TABLE", "CHAIN", "RULE", "PACKETS", "BYTES")
+STATES = {
+    "present": Text("present", style="green"),
+    "MISSING": Text("MISSING", style="bold red"),
+    "extra": Text("extra", style="yellow"),
+}
+
+
+def firewall_rows(data: ViewData) -> list[Row]:
+    """Every rule the plan expects (present or missing), then krnet rules it does not expect."""
+    if Context(data.snapshot).unread("firewall"):
+        return []
+    expected = firewall.expected_rules(firewall_plan(Context(data.snapshot)))
+    found = {_identity(rule): rule for rule in data.snapshot.rules}
+    wanted = {_identity(rule) for rule in expected}
+    rows = [_row(found.get(_identity(rule), rule), _identity(rule) in found) for rule in expected]
+    rows += [_row(rule, None) for key, rule in found.items() if key not in wanted]
+    return rows
+
+
+def _identity(rule: RuleInfo) -> tuple[str, str, str]:
+    return (rule.table, rule.chain, rule.spec)
+
+
+def _row(rule: RuleInfo, present: bool | None) -> Row:
+    state = "extra" if present is None else "present" if present else "MISSING"
+    counters = (rule.packets, rule.bytes) if present is not False else (None, None)
+    cells = (
+        STATES[state],
+        rule.table,
+        rule.chain,
+        rule.spec,
+        *("-" if value is None else f"{value:,}" for value in counters),
+    )
+    key = "|".join(_identity(rule))
+    return Row(key, cells, (state, rule.table, rule.chain, rule.spec, *counters))
+
+
+def guard_summary(data: ViewData) -> Text:
+    """The port guard in one line: on/off, allowed peers, drops."""
+    settings = data.snapshot.settings
+    port = settings.overlay_vxlan_port
+    if not settings.vxlan_port_guard:
+        return Text(f"▲ port guard off: UDP {port} is open to anyone", style="yellow")
+    allowed = data.snapshot.guard_allowlist
+    drops = firewall.guard_drops(data.snapshot.rules)
+    return Text(f"port guard on UDP {port}: {len(allowed)} peer(s) allowed · {drops:,} dropped")
+
+
+def guard_detail(data: ViewData, key: str | None = None) -> Text:
+    """Allow-list expected against actual, and every firewall problem with its fix."""
+    ctx = Context(data.snapshot)
+    want, have = set(guard_peers(ctx)), set(data.snapshot.guard_allowlist)
+    text = Text()
+    if ctx.settings.vxlan_port_guard:
+        text.append("allow-list: ")
+        for peer in sorted(want | have):
+            style = "green" if peer in want and peer in have else "bold red"
+            mark = (
+                ""
+                if peer in want and peer in have
+                else " (missing)"
+                if peer in want
+                else " (extra)"
+            )
+            text.append(f"{peer}{mark} ", style=style)
+        text.append("\n")
+    ours = ("firewall", "port_guard")
+    text.append(
+        problems_or(data.checks, lambda c: c.check in ours, "every expected rule is in place")
+    )
+    return text
+
+
+class FirewallView(TableView):
+    """krnet's chains as the plan wants them and as iptables holds them."""
+
+    COLUMNS = COLUMNS
+    rows = staticmethod(firewall_rows)
+    summary = staticmethod(guard_summary)
+    detail = staticmethod(guard_detail)

@@ -1,0 +1,204 @@
+"""TableView: the widget every tabular view shares (filter with `/`, sort with `s`, detail pane).
+
+A view subclasses it with its columns and three pure functions of ViewData: `rows`,
+`summary` and `detail`.
+Refreshing updates only the cells that changed, so the cursor, scroll position and a
+255-runner table survive a refresh every two seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.cells import cell_len
+from rich.console import RenderableType
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, Static
+from textual.widgets.data_table import ColumnKey
+
+from krnet.tui.model import ViewData
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a stable key, the cells shown, and the values each column sorts by."""
+
+    key: str
+    cells: tuple[RenderableType, ...]
+    sort: tuple[Any, ...]
+
+    def matches(self, needle: str) -> bool:
+        return any(needle in _plain(cell).lower() for cell in self.cells)
+
+
+def _plain(cell: RenderableType) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)
+
+
+def filtered_sorted(
+    rows: Sequence[Row], needle: str, column: int | None, reverse: bool
+) -> list[Row]:
+    """The rows matching `needle` (case-insensitive), ordered by `column` when one is set."""
+    needle = needle.strip().lower()
+    shown = [row for row in rows if row.matches(needle)] if needle else list(rows)
+    if column is not None:
+        shown.sort(key=lambda row: _sort_key(row.sort[column]), reverse=reverse)
+    return shown
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """None last; numbers before text so a column of either sorts without a TypeError."""
+    if value is None:
+        return (2, 0)
+    return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+class TableView(Vertical):
+    """A filterable, sortable table between a summary line and a detail pane."""
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+    # what a view supplies: its columns and three pure functions of ViewData (as staticmethods)
+    COLUMNS: ClassVar[tuple[str, ...]] = ()
+    rows: ClassVar[Callable[[ViewData], list[Row]]]
+    summary: ClassVar[Callable[[ViewData], RenderableType]]
+    detail: ClassVar[Callable[[ViewData, str | None], RenderableType]]
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id, classes="table-view")
+        self.data: ViewData | None = None
+        self.needle = ""
+        self.sort_column: int | None = None
+        self.reverse = False
+        self._cells: dict[str, tuple[RenderableType, ...]] = {}
+
+    # -- widgets ----------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="summary")
+        yield Input(placeholder="filter (Enter: keep, Esc: clear)", classes="filter")
+        table: DataTable[RenderableType] = DataTable(cursor_type="row", zebra_stripes=True)
+        for label in self.COLUMNS:
+            table.add_column(label, key=label)
+        yield table
+        yield Static(classes="status")
+        yield Static(classes="detail")
+
+    @property
+    def table(self) -> DataTable[RenderableType]:
+        return self.query_one(DataTable)
+
+    @property
+    def filter_input(self) -> Input:
+        return self.query_one(Input)
+
+    def highlighted_key(self) -> str | None:
+        table = self.table
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return str(key.value) if key.value is not None else None
+
+    # -- refresh ----------------------------------------------------------------------------------
+
+    def show(self, data: ViewData) -> None:
+        """Redraw from a new refresh."""
+        self.data = data
+        self.query_one(".summary", Static).update(self.summary(data))
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self.data is None:
+            return
+        all_rows = self.rows(self.data)
+        rows = filtered_sorted(all_rows, self.needle, self.sort_column, self.reverse)
+        self._sync(rows)
+        self.query_one(".status", Static).update(self._status(len(rows), len(all_rows)))
+        self._show_detail()
+
+    def _sync(self, rows: list[Row]) -> None:
+        table = self.table
+        keys = [row.key for row in rows]
+        if keys == list(self._cells):
+            widths = {
+                label: table.columns[ColumnKey(label)].content_width for label in self.COLUMNS
+            }
+            for row in rows:
+                old = self._cells[row.key]
+                for label, new, before in zip(self.COLUMNS, row.cells, old, strict=True):
+                    if new != before:
+                        # widening only: asking DataTable to re-fit shrinking cells costs it
+                        # a measure of the whole column per cell (quadratic with 255 rows)
+                        wider = cell_len(_plain(new)) > widths[label]
+                        table.update_cell(row.key, label, new, update_width=wider)
+        else:
+            keep = self.highlighted_key()
+            table.clear()
+            for row in rows:
+                table.add_row(*row.cells, key=row.key)
+            if keep in keys:
+                table.move_cursor(row=keys.index(keep), animate=False)
+        self._cells = {row.key: row.cells for row in rows}
+
+    def _status(self, shown: int, total: int) -> Text:
+        parts = [f"{shown} of {total}" if shown != total else f"{total} rows"]
+        if self.needle:
+            parts.append(f"filter “{self.needle}”")
+        if self.sort_column is not None:
+            arrow = "▼" if self.reverse else "▲"
+            parts.append(f"sorted by {self.COLUMNS[self.sort_column]} {arrow}")
+        return Text(" · ".join(parts), style="dim")
+
+    def _show_detail(self) -> None:
+        if self.data is not None:
+            detail = self.detail(self.data, self.highlighted_key())
+            self.query_one(".detail", Static).update(detail)
+
+    # -- events and actions -----------------------------------------------------------------------
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._show_detail()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.sort_by(event.column_index)
+
+    def sort_by(self, column: int) -> None:
+        """Sort by `column`; the same column again flips the order."""
+        self.reverse = not self.reverse if column == self.sort_column else False
+        self.sort_column = column
+        self._redraw()
+
+    def action_sort(self) -> None:
+        """Cycle the sort column: unsorted, then each column in turn."""
+        column = 0 if self.sort_column is None else self.sort_column + 1
+        self.sort_column = None if column >= len(self.COLUMNS) else column
+        self.reverse = False
+        self._redraw()
+
+    def action_filter(self) -> None:
+        self.filter_input.add_class("shown")
+        self.filter_input.focus()
+
+    def action_clear_filter(self) -> None:
+        self.filter_input.value = ""
+        self.filter_input.remove_class("shown")
+        self.table.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.needle = event.value
+        self._redraw()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.table.focus()

@@ -1,0 +1,71 @@
+"""The VNIs view: each runner's VNI as planned, recorded and seen on both ends; conflicts."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from krnet.core.check import Context
+from krnet.core.diagnose_links import is_krnet_tunnel
+from krnet.tui.glyphs import problems_or
+from krnet.tui.model import ViewData
+from krnet.tui.table import Row, TableView
+
+COLUMNS = ("ID", "RUNNER", "EXPECTED", "RECORD", "THIS END", "FAR END", "PORT", "STATE")
+
+
+def vni_rows(data: ViewData) -> list[Row]:
+    """A row per runner, then one per VXLAN link krnet did not make (possible conflicts)."""
+    ctx = Context(data.snapshot)
+    rows = []
+    for runner in ctx.runners:
+        rid = runner.runner_id
+        expected = ctx.plan.vni(rid)
+        link = ctx.link(ctx.tunnel_name(rid))
+        this_end = link.vxlan.vni if link and link.vxlan else None
+        far_end = runner.observed.get("vni") if ctx.host else None
+        seen = [vni for vni in (runner.vni, this_end, far_end) if vni is not None]
+        ok = link is not None and all(vni == expected for vni in seen)
+        values = (
+            rid,
+            runner.hostname,
+            expected,
+            runner.vni,
+            this_end,
+            far_end,
+            link.vxlan.port if link and link.vxlan else None,
+        )
+        state = Text("ok", style="green") if ok else Text("MISMATCH", style="bold red")
+        rows.append(Row(str(rid), (*map(_cell, values), state), (*values, ok)))
+    for link in data.snapshot.links.values():
+        if link.vxlan is None or is_krnet_tunnel(ctx, link.name):
+            continue
+        values = (None, f"foreign {link.name}", None, None, link.vxlan.vni, None, link.vxlan.port)
+        state = Text("foreign", style="yellow")
+        rows.append(Row(f"link:{link.name}", (*map(_cell, values), state), (*values, False)))
+    return rows
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def vni_summary(data: ViewData) -> Text:
+    settings = data.snapshot.settings
+    return Text(
+        f"VNI = overlay_vxlan_id {settings.overlay_vxlan_id} + runner id · "
+        f"UDP port {settings.overlay_vxlan_port} · far end: the runner's heartbeat"
+    )
+
+
+def vni_detail(data: ViewData, key: str | None) -> Text:
+    """Every VNI conflict with its fix, whichever row is highlighted."""
+    return problems_or(data.checks, lambda check: check.check == "vni_map", "no VNI conflicts")
+
+
+class VnisView(TableView):
+    """Expected against actual VNIs, and VXLAN links that are not krnet's."""
+
+    COLUMNS = COLUMNS
+    rows = staticmethod(vni_rows)
+    summary = staticmethod(vni_summary)
+    detail = staticmethod(vni_detail)
