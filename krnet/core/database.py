@@ -187,6 +187,11 @@ def _explain(path: Path, busy_timeout: float, exc: BaseException) -> StoreError:
             f"{path} is locked by another process (waited {busy_timeout:g} s); nothing was "
             "changed: retry, or stop the other program writing to it"
         )
+    if "disk is full" in text:
+        return StoreError(
+            f"{path}: the disk is full ({cause}); nothing was changed: free space on the "
+            f"filesystem of {path.parent}, then retry"
+        )
     if "not a database" in text or "malformed" in text:
         return StoreError(
             f"{path} is not a readable SQLite database ({cause}): restore it from a "
