@@ -175,6 +175,9 @@ class HostService:
             await self._refuse(writer, exc.code, str(exc))  # type: ignore[arg-type]
         except (ConnectionError, TimeoutError) as exc:
             log.info("%s: connection lost (%s)", peer_ip, exc.__class__.__name__)
+        except KrnetError as exc:  # the record or the kernel failed (after auth): say which
+            log.error("%s: %s", peer_ip, exc)
+            await self._refuse(writer, "internal", f"the host could not complete this: {exc}")
         except Exception:
             log.exception("%s: internal error", peer_ip)
             await self._refuse(writer, "internal", "internal error on the host; see its log")
