@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from krnet.config import Settings, load_settings
 from krnet.core.plan import HOST_DEVICE
 from krnet.core.record_file import database_path, load_runners
-from krnet.core.status import overlay_status, render_overlay_table
+from krnet.core.status import overlay_status, probe_extra, render_overlay_table
 
 
 def run_node_overlay(args: argparse.Namespace) -> int:
@@ -21,12 +21,14 @@ def run_node_overlay(args: argparse.Namespace) -> int:
 
         status = fetch_remote_status(args.connect, settings, loaded.data_dir)
     else:
+        now = datetime.now(UTC)
         status = overlay_status(
             mode=settings.mode,
             settings=settings,
             runners=load_runners(database_path(loaded.data_dir)),
-            now=datetime.now(UTC),
+            now=now,
             runner_timeout=settings.runner_timeout,
+            extra=probe_extra(loaded.data_dir, settings, now) if settings.mode == "host" else None,
         )
     if args.json:
         print(json.dumps(status, indent=2))

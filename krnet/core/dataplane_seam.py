@@ -28,6 +28,9 @@ class HostDataPlane(Protocol):
     def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
         """Converge the kernel on the record; called at start and every reconcile_interval."""
 
+    def probe(self, runner_ids: Sequence[int]) -> None:
+        """One DF probe round through these runners' tunnels, published for status and doctor."""
+
 
 class RunnerDataPlane(Protocol):
     def prepare(self) -> None:
@@ -54,6 +57,9 @@ class NullHostDataPlane:
 
     def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
         self.calls.append(("reconcile", [runner.runner_id for runner in runners]))
+
+    def probe(self, runner_ids: Sequence[int]) -> None:
+        self.calls.append(("probe", list(runner_ids)))
 
 
 @dataclass

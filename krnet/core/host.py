@@ -39,7 +39,7 @@ from krnet.core.protocol import (
     read_frame,
     split_status,
 )
-from krnet.core.records import JoinRequest, RunnerRecord
+from krnet.core.records import ACTIVE, JoinRequest, RunnerRecord
 from krnet.errors import KrnetError, PoolExhaustedError, ProtocolError
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ class HostService:
         self._loops = [
             asyncio.create_task(self._sweep_forever(), name="krnet-liveness"),
             asyncio.create_task(self._reconcile_forever(), name="krnet-reconcile"),
+            asyncio.create_task(self._probe_forever(), name="krnet-probe"),
         ]
         log.info("listening for runners on %s:%d", bind, self.port)
 
@@ -343,15 +344,17 @@ class HostService:
         log.info("runner %d left; its id is free", runner_id)
 
     async def _answer_status(self, writer: asyncio.StreamWriter, channel: Channel) -> None:
-        from krnet.core.status import overlay_status
+        from krnet.core.status import overlay_status, probe_extra
 
         runners = await self._db(self.store.runners)
+        now = self.clock()
         status = overlay_status(
             mode="host",
             settings=self.settings,
             runners=runners,
-            now=self.clock(),
+            now=now,
             runner_timeout=self.settings.runner_timeout,
+            extra=probe_extra(self.store.path.parent, self.settings, now),
         )
         parts = split_status(status)
         for index, part in enumerate(parts):
@@ -417,6 +420,19 @@ class HostService:
         while True:
             await asyncio.sleep(self.settings.reconcile_interval)
             await self._reconcile()
+
+    async def _probe_forever(self) -> None:
+        """The continuous data-path probe: every probe_interval, through every active tunnel."""
+        while True:
+            await asyncio.sleep(self.settings.probe_interval)
+            try:
+                runners = await self._db(self.store.runners)
+                active = [runner.runner_id for runner in runners if runner.status == ACTIVE]
+                await asyncio.to_thread(self.dataplane.probe, active)
+            except KrnetError as exc:
+                log.error("probe failed: %s", exc)
+            except Exception:  # the next round may succeed; the service keeps serving
+                log.exception("probe failed")
 
     async def _reconcile(self) -> None:
         try:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, ip_address
 from typing import TYPE_CHECKING
 
-from krnet.core import firewall, netlink, sysctl
+from krnet.core import firewall, netlink, probe, sysctl
 from krnet.core.plan import HOST_DEVICE, OverlayPlan, runner_id_from_tunnel, tunnel_name
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ class HostPlane:
         self._learned_local: str | None = None
         self._peers: dict[int, str] = {}
         self._lock = threading.Lock()  # one writer at a time: joins and reconcile both land here
+        self._probes = probe.ProbeBook()
 
     # -- the seam the host service calls --------------------------------------------------------
 
@@ -64,6 +65,18 @@ class HostPlane:
                 changes = netlink.remove_link(ipr, state, tunnel_name(runner_id))
             changes += self._ensure_firewall()
             self._report(changes, runner_id)
+
+    def probe(self, runner_ids: Sequence[int]) -> None:
+        """A DF echo at the full overlay MTU (and a small one) through each tunnel, published
+        to `<data dir>/probes.json` for `node overlay`, `doctor` and the TUI."""
+        targets = probe.probe_targets(self.plan, runner_ids)
+        now = datetime.now(UTC)
+        self._probes.record_all(probe.send_probes(targets, self.settings.overlay_mtu), now)
+        for gone in set(self._probes.runner_ids()) - set(runner_ids):
+            self._probes.forget(gone)
+        if self.store is not None:
+            results_file = self.store.path.parent / probe.RESULTS_FILE
+            probe.write_results(results_file, self._probes.results(), now)
 
     def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
         """Make kernel and record agree: recreate lost tunnels, adopt unknown ones, fix drift."""

@@ -74,6 +74,9 @@ class ProbeBook:
         for outcome in outcomes:
             self.record(outcome, at)
 
+    def runner_ids(self) -> list[int]:
+        return list(self._rounds)
+
     def forget(self, runner_id: int) -> None:
         """Drop a runner's history (its id left or was reclaimed)."""
         self._rounds.pop(runner_id, None)

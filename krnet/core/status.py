@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Network
+from pathlib import Path
 
 from krnet.config import Settings
 from krnet.core.plan import (
@@ -20,6 +21,8 @@ from krnet.core.plan import (
     tunnel_name,
 )
 from krnet.core.records import ACTIVE, INACTIVE, UNREPORTED, RunnerRecord
+
+PROBE_STALE_PERIODS = 3  # results older than this many probe intervals are not shown
 
 _TABLE_COLUMNS = (
     ("ID", "runner_id"),
@@ -170,6 +173,27 @@ def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = N
     return "\n".join([*summary, *table]) + "\n"
 
 
+def probe_extra(data_dir: Path, settings: Settings, now: datetime) -> dict[int, dict[str, object]]:
+    """The host service's published probe results as per-runner `probe` objects for `extra`."""
+    from krnet.core import probe
+
+    stale_after = PROBE_STALE_PERIODS * settings.probe_interval
+    results = probe.read_results(data_dir / probe.RESULTS_FILE, now, stale_after)
+    return {
+        runner_id: {
+            "probe": {
+                "sent": result.sent,
+                "received": result.received,
+                "loss": round(result.loss, 3),
+                "small_loss": round(result.small_loss, 3),
+                "rtt_ms": result.rtt_ms,
+                "last_success": iso_utc(result.last_success) if result.last_success else None,
+            }
+        }
+        for runner_id, result in results.items()
+    }
+
+
 def _cell(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
@@ -205,6 +229,7 @@ def _runner_entry(
         # the Docker network its containers should use (reference: "Network Selection"), as the
         # runner last reported it; None before its first heartbeat
         "network": record.observed.get("network"),
+        "probe": None,  # the hub's DF probe through this tunnel (host only; see probe_extra)
     }
 
 

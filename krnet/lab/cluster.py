@@ -140,6 +140,7 @@ class Cluster:
             "heartbeat_interval": 1.0,
             "runner_timeout": 5.0,
             "reconcile_interval": 5.0,
+            "probe_interval": 1.0,
         }
         if node.mode == "host":
             values["host_reachable_address"] = HOST_UNDERLAY
@@ -168,6 +169,12 @@ class Cluster:
         assert daemon.docker_host == runner.docker_host
         self._daemons.append(daemon)
         return daemon
+
+    def stop_dockerd(self, runner: ClusterNode) -> None:
+        """Stop `runner`'s dockerd; its containers and state go with it (start_dockerd anew)."""
+        for daemon in [d for d in self._daemons if d.netns == runner.node.ns]:
+            daemon.stop()
+            self._daemons.remove(daemon)
 
     # -- running krnet ------------------------------------------------------------------------
 

@@ -129,6 +129,21 @@ def test_node_overlay_json_on_the_host(cluster: Cluster) -> None:
     assert first["hostname"] == "krnet-r1"
 
 
+def test_hub_probes_every_tunnel_at_full_mtu(cluster: Cluster) -> None:
+    def probes() -> list[dict]:
+        return [runner["probe"] for runner in cluster.status()["runners"]]
+
+    # the window (10 rounds) may still hold a round from before the runner built its side
+    cluster.wait_until(
+        "a clean probe window",
+        lambda: all(p and p["received"] >= 2 and p["loss"] == 0 for p in probes()),
+        timeout=30,
+    )
+    for probe in probes():
+        assert probe["small_loss"] == 0
+        assert probe["rtt_ms"] is not None and probe["last_success"].endswith("Z")
+
+
 def test_node_overlay_names_the_network_containers_should_use(cluster: Cluster) -> None:
     def networks() -> list[object]:
         return [runner["network"] for runner in cluster.status()["runners"]]

@@ -85,6 +85,7 @@ def test_host_status_with_defaults_is_exactly_the_design_object() -> None:
                 "last_seen": "2026-11-28T01:02:03Z",
                 "mismatches": [],
                 "network": None,
+                "probe": None,
             }
         ],
     }
