@@ -96,7 +96,7 @@ async def _serve_runner(
 ) -> None:
     from krnet.core.dataplane_seam import make_runner_dataplane
 
-    dataplane = make_runner_dataplane(settings)
+    dataplane = make_runner_dataplane(settings, store)
     await asyncio.to_thread(dataplane.prepare)
     if not settings.overlay_enabled:
         await _keep_default_network(settings, dataplane, stop)

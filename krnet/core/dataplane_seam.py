@@ -87,8 +87,8 @@ def make_host_dataplane(settings: Settings, store: Store | None = None) -> HostD
     return HostPlane(settings, store)
 
 
-def make_runner_dataplane(settings: Settings) -> RunnerDataPlane:
+def make_runner_dataplane(settings: Settings, store: Store | None = None) -> RunnerDataPlane:
     """The kernel and Docker data plane (with the overlay off it only keeps the default network)."""
     from krnet.core.runnerplane import RunnerPlane
 
-    return RunnerPlane(settings)
+    return RunnerPlane(settings, store)

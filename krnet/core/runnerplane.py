@@ -20,6 +20,7 @@ from krnet.errors import KrnetError
 if TYPE_CHECKING:
     from krnet.config import Settings
     from krnet.core.protocol import Allocation
+    from krnet.core.store import Store
 
 log = logging.getLogger("krnet.runner")
 
@@ -30,8 +31,9 @@ BRIDGE_ROLE = "bridge"
 class RunnerPlane:
     """Builds and repairs this runner's side of its tunnel and its Docker network."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
+        self.store = store
         self._allocation: Allocation | None = None
         self._overlay_ready = False
         self._docker_ready = False
@@ -64,6 +66,8 @@ class RunnerPlane:
         self._reconciled_at = time.monotonic()
         for change in changes:
             log.info("%s", change)
+            if self.store is not None:  # the runner's event log (`krnet tui`, Events)
+                self.store.record_event("reconcile", change, allocation.runner_id)
 
     def _reconcile_if_due(self) -> None:
         """Repair drift (links, routes, rules changed by hand or by Docker) every interval."""
