@@ -375,3 +375,15 @@ async def test_runner_configures_nothing_from_a_forged_host_line(
     assert genuine.subnet != "10.99.0.0/16"  # type: ignore[attr-defined]
     record = runners_by_id(live_host.overlay())[genuine.runner_id]  # type: ignore[attr-defined]
     assert record[3] == genuine.subnet  # type: ignore[attr-defined]
+
+
+def test_host_names_an_open_files_limit_too_low_for_max_connections(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard open-files limit to fall short of")
+    with host_process(tmp_path, max_connections=hard) as host:
+        assert asyncio.run(join_once(host.port)).runner_id == 1
+    assert f"the open-files limit is {hard} but max_connections needs about {hard + 64}" in (
+        host.log
+    )
+    assert "raise LimitNOFILE" in host.log
