@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from krnet.core.client import HostConnection  # noqa: E402
-from krnet.core.protocol import Welcome  # noqa: E402
+from simrunner import SimRunner, join, percentile  # noqa: E402
+
 from krnet.core.token import token_path, write_token  # noqa: E402
 
 TOKEN = uuid.uuid4().hex * 2
@@ -65,23 +65,10 @@ async def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
         return
 
 
-async def join(port: int, identity: str, index: int) -> float:
+async def join_once(port: int, identity: str, index: int) -> float:
     """One runner's join; seconds from connect to a verified welcome."""
-    started = time.perf_counter()
-    connection = await HostConnection.open("127.0.0.1", port, TOKEN, timeout=120)
-    await connection.send_first(
-        "join",
-        {
-            "identity": identity,
-            "hostname": f"bench-{index}",
-            "physical_ip": "127.0.0.1",
-            "vxlan_id": 100,
-            "vxlan_port": 4789,
-            "mtu": 1450,
-        },
-    )
-    await connection.receive(Welcome)
-    elapsed = time.perf_counter() - started
+    runner = SimRunner(identity, f"bench-{index}", "127.0.0.1")
+    elapsed, connection, _ = await join("127.0.0.1", port, TOKEN, runner)
     await connection.close()
     return elapsed
 
@@ -89,13 +76,9 @@ async def join(port: int, identity: str, index: int) -> float:
 async def round_of_joins(port: int, identities: list[str]) -> tuple[float, list[float]]:
     started = time.perf_counter()
     latencies = await asyncio.gather(
-        *(join(port, identity, index) for index, identity in enumerate(identities))
+        *(join_once(port, identity, index) for index, identity in enumerate(identities))
     )
     return time.perf_counter() - started, sorted(latencies)
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))]
 
 
 def report(name: str, wall: float, latencies: list[float]) -> None:

@@ -1,0 +1,158 @@
+"""Simulated runners: asyncio clients that join a real host over the real protocol.
+
+bench/join.py imports `join` (loopback, in its own process). bench/scale.py runs this file
+inside a lab namespace: it joins all runners at once on a "go" line from stdin, prints one
+JSON line of results once all have their answer (each heartbeats like the agent from its own
+welcome on); it prints the heartbeats answered so far on each "count" line, and on "stop"
+closes every connection and prints the count and the connections lost.
+
+    BENCH_TOKEN=... python bench/simrunner.py --host 192.0.2.1 --port 8470 ADDRESS...
+
+Each ADDRESS is one runner's claimed `physical_ip` (all connect from this namespace's own
+address; the host notes the difference and builds each tunnel to the claimed address).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from krnet.core.client import HostConnection
+from krnet.core.protocol import HeartbeatAck, Welcome, applied_of
+
+MUST_MATCH = {"vxlan_id": 100, "vxlan_port": 4789, "mtu": 1450}  # the host's defaults
+
+
+@dataclass(frozen=True)
+class SimRunner:
+    """Who a simulated runner says it is in its `join`."""
+
+    identity: str
+    hostname: str
+    physical_ip: str
+
+
+async def join(
+    host: str, port: int, token: str, runner: SimRunner, timeout: float = 120.0
+) -> tuple[float, HostConnection, Welcome]:
+    """One runner's join: seconds from connect to a verified welcome, the open connection."""
+    started = time.perf_counter()
+    connection = await HostConnection.open(host, port, token, timeout=timeout)
+    try:
+        fields = {
+            "identity": runner.identity,
+            "hostname": runner.hostname,
+            "physical_ip": runner.physical_ip,
+        }
+        await connection.send_first("join", fields | MUST_MATCH)
+        welcome = await connection.receive(Welcome)
+    except BaseException:
+        await connection.close()
+        raise
+    return time.perf_counter() - started, connection, welcome
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))]
+
+
+@dataclass
+class Tally:
+    """Heartbeats answered so far, by all runners."""
+
+    answered: int = 0
+
+
+async def heartbeats(
+    connection: HostConnection, welcome: Welcome, stop: asyncio.Event, tally: Tally
+) -> None:
+    """Heartbeat like the agent (applied allocation, nothing observed) until `stop`."""
+    applied = applied_of(welcome.allocation()).model_dump()
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), welcome.heartbeat_interval)
+            return
+        except TimeoutError:
+            pass
+        await connection.send({"type": "heartbeat", "applied": applied, "observed": {}})
+        await connection.receive(HeartbeatAck)
+        tally.answered += 1
+
+
+async def life(
+    host: str,
+    port: int,
+    token: str,
+    runner: SimRunner,
+    welcomed: asyncio.Future[tuple[float, int, str]],
+    stop: asyncio.Event,
+    tally: Tally,
+) -> None:
+    """Join, then heartbeat from the welcome on, as the agent does."""
+    try:
+        latency, connection, welcome = await join(host, port, token, runner)
+    except Exception as exc:
+        welcomed.set_exception(exc)
+        return
+    welcomed.set_result((latency, welcome.runner_id, runner.physical_ip))
+    try:
+        await heartbeats(connection, welcome, stop, tally)
+    finally:
+        await connection.close()
+
+
+async def fleet(host: str, port: int, token: str, addresses: list[str]) -> None:
+    """The lab side for bench/scale.py: ready, go, results, then heartbeat counts on "count"
+    until "stop"."""
+    runners = [SimRunner(uuid.uuid4().hex, f"sim-{i}", a) for i, a in enumerate(addresses, 1)]
+    loop = asyncio.get_running_loop()
+    welcomed = [loop.create_future() for _ in runners]
+    stop = asyncio.Event()
+    tally = Tally()
+    emit({"ready": True})
+    await asyncio.to_thread(sys.stdin.readline)
+    started = time.perf_counter()
+    lives = [
+        asyncio.create_task(life(host, port, token, runner, future, stop, tally))
+        for runner, future in zip(runners, welcomed, strict=True)
+    ]
+    outcomes = await asyncio.gather(*welcomed, return_exceptions=True)
+    wall = time.perf_counter() - started
+    joined = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    emit(
+        {
+            "wall": wall,
+            "latencies": sorted(latency for latency, _, _ in joined),
+            "ids": sorted((runner_id, address) for _, runner_id, address in joined),
+            "errors": [repr(outcome) for outcome in outcomes if isinstance(outcome, BaseException)],
+        }
+    )
+    while (await asyncio.to_thread(sys.stdin.readline)).strip() == "count":
+        emit({"heartbeats": tally.answered})
+    stop.set()
+    ends = await asyncio.gather(*lives, return_exceptions=True)
+    failed = [repr(end) for end in ends if isinstance(end, BaseException)]
+    emit({"heartbeats": tally.answered, "heartbeat_errors": failed})
+
+
+def emit(obj: dict[str, object]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, default=8470)
+    parser.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    arguments = parser.parse_args()
+    token = os.environ["BENCH_TOKEN"]
+    asyncio.run(fleet(arguments.host, arguments.port, token, arguments.addresses))
