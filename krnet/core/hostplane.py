@@ -50,7 +50,8 @@ class HostPlane:
                 self._learned_local = allocation.host_physical_ip
             self._peers[runner.runner_id] = runner.physical_ip
             with netlink.open_netlink() as ipr:
-                state = netlink.read_kernel_state(ipr)
+                names = [HOST_DEVICE, tunnel_name(runner.runner_id)]
+                state = netlink.read_links(ipr, names)
                 changes = self._ensure_base(ipr, state)
                 changes += self._ensure_tunnel(ipr, state, runner.runner_id, runner.physical_ip)
             changes += self._ensure_firewall()
@@ -61,8 +62,8 @@ class HostPlane:
         with self._lock:
             self._peers.pop(runner_id, None)
             with netlink.open_netlink() as ipr:
-                state = netlink.read_kernel_state(ipr)
-                changes = netlink.remove_link(ipr, state, tunnel_name(runner_id))
+                tunnel = tunnel_name(runner_id)
+                changes = netlink.remove_link(ipr, netlink.read_links(ipr, [tunnel]), tunnel)
             changes += self._ensure_firewall()
             self._report(changes, runner_id)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -97,6 +97,26 @@ def read_kernel_state(ipr: IPRoute) -> KernelState:
         for msg in messages
     }
     return KernelState(links=links, routes=_read_routes(ipr, names), names=names)
+
+
+def read_links(ipr: IPRoute, names: Iterable[str]) -> KernelState:
+    """Only the named links that exist (one `get` each) with their IPv4 addresses, and no
+    routes: for work on a few links. A full dump grows with every tunnel (about 0.3 s at
+    255 on a small machine): one per join made 255 joins cost over a minute of CPU."""
+    messages = []
+    for name in names:
+        try:
+            messages += ipr.link("get", ifname=name)
+        except _refusals() as error:
+            if _error_code(error) != errno.ENODEV:
+                raise _kernel_error(f"read {name}", error) from error
+    index_names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in messages}
+    addresses = _addresses_by_index(_call("dump addresses", ipr.addr, "dump", family=AF_INET))
+    links = {
+        index_names[msg["index"]]: _link_info(msg, index_names, addresses.get(msg["index"], ()))
+        for msg in messages
+    }
+    return KernelState(links=links, routes=(), names=index_names, routes_stale=True)
 
 
 def _addresses_by_index(messages: Any) -> dict[int, tuple[str, ...]]:
