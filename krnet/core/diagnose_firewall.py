@@ -134,7 +134,13 @@ def check_port_guard(ctx: Context) -> list[Check]:
                 f"iptables -D {firewall.GUARD_CHAIN} {_guard_rule(ctx, peer)} {RESTART}",
             )
         )
-    return passed("port_guard", problems, f"the allow-list holds exactly the {len(want)} peer(s)")
+    dropped = firewall.guard_drops(ctx.snapshot.rules)
+    return passed(
+        "port_guard",
+        problems,
+        f"the allow-list holds exactly the {len(want)} peer(s); "
+        f"{dropped} VXLAN packet(s) from other addresses dropped",
+    )
 
 
 def _guard_rule(ctx: Context, peer: str) -> str:

@@ -293,14 +293,18 @@ def test_rules_links_and_routes_changed_by_hand_are_repaired(cluster: Cluster) -
     runner.node.run(["ip", "route", "del", "10.0.0.0/8"])
     cluster.wait_until(
         "host rule and MTU repaired",
-        lambda: "-A KRNET-FORWARD -s 10.0.0.0/8 -j ACCEPT" in iptables_save(host, "filter")
-        and proofs.link_details(host, "vxkr1")["mtu"] == 1450,
+        lambda: (
+            "-A KRNET-FORWARD -s 10.0.0.0/8 -j ACCEPT" in iptables_save(host, "filter")
+            and proofs.link_details(host, "vxkr1")["mtu"] == 1450
+        ),
         timeout=30,
     )
     cluster.wait_until(
         "runner NAT rule and route repaired",
-        lambda: "MASQUERADE" in iptables_save(runner, "nat")
-        and any(r["dst"] == "10.0.0.0/8" for r in ip_json(runner, "route")),
+        lambda: (
+            "MASQUERADE" in iptables_save(runner, "nat")
+            and any(r["dst"] == "10.0.0.0/8" for r in ip_json(runner, "route"))
+        ),
         timeout=30,
     )
     proofs.ping(cluster, runner, "c1", cluster.containers["c2"])
@@ -331,6 +335,13 @@ def test_port_guard_drops_vxlan_frames_from_an_unregistered_address(cluster: Clu
     )
     rogue.run(["python3", "-c", send])
     assert guard_drops(cluster.host) - before >= 5
+    checks = json.loads(cluster.krnet(cluster.host, "doctor", "--json", check=False))
+    guard = next(check for check in checks if check["check"] == "port_guard")
+    assert guard["status"] == "pass"
+    assert (
+        f"{guard_drops(cluster.host)} VXLAN packet(s) from other addresses dropped"
+        in (guard["detail"])
+    )
     proofs.ping(cluster, cluster.nodes[0], "c1", cluster.containers["c2"])  # runners still pass
 
 
