@@ -16,8 +16,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from krnet.errors import KrnetError, UsageError
+
+if TYPE_CHECKING:
+    from krnet.lab.cluster import Cluster
 
 REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "iptables", "ping")
 DOCKER_TOOLS = ("dockerd", "docker", "busybox")
@@ -92,11 +96,9 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _prove(cluster: object, with_docker: bool) -> None:
+def _prove(cluster: Cluster, with_docker: bool) -> None:
     from krnet.lab import proofs
-    from krnet.lab.cluster import Cluster
 
-    assert isinstance(cluster, Cluster)
     cluster.start_all()
     _step("host welcomes both runners", lambda: proofs.runners_joined(cluster))
     _step("host tunnels vxkr1, vxkr2 with VNIs 101, 102", lambda: proofs.host_tunnels(cluster))
@@ -110,10 +112,7 @@ def _prove(cluster: object, with_docker: bool) -> None:
     _step("container -> internet through its runner's NAT", lambda: proofs.nat(cluster))
 
 
-def _show(cluster: object, *, headless: bool) -> None:
-    from krnet.lab.cluster import Cluster
-
-    assert isinstance(cluster, Cluster)
+def _show(cluster: Cluster, *, headless: bool) -> None:
     if headless:
         print()
         print(cluster.krnet(cluster.host, "node", "overlay"))
