@@ -1,4 +1,4 @@
-"""The client side of the join protocol: a verified connection to the host, and `status`.
+"""The client side of the join protocol: a verified connection to the host, `status`, `snapshot`.
 
 The runner agent, `krnet node overlay --connect`, `krnet tui --connect` and bench/join.py all
 talk to the host through `HostConnection`, so every client checks the host the same way.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +20,7 @@ from krnet.core.protocol import (
     Error,
     Hello,
     Message,
+    Snapshot,
     Status,
     new_nonce,
     parse_message,
@@ -29,8 +31,11 @@ from krnet.errors import KrnetError, ProtocolError, UsageError
 
 if TYPE_CHECKING:
     from krnet.config import Settings
+    from krnet.core.snapshot import NodeSnapshot
 
 MessageT = TypeVar("MessageT", bound=Message)
+T = TypeVar("T")
+MAX_SNAPSHOT = 16 * 2**20  # characters of snapshot text a client takes from one host
 
 
 class HostConnection:
@@ -109,17 +114,67 @@ async def request_status(host: str, port: int, token: str, timeout: float) -> di
     connection = await HostConnection.open(host, port, token, timeout)
     try:
         await connection.send_first("status_request", {})
-        status: dict[str, Any] = {}
-        runners: list[Any] = []
-        more = True
-        while more:
-            part: Status = await connection.receive(Status)
-            status = dict(part.status)
-            runners += list(part.status.get("runners") or [])  # type: ignore[arg-type]
-            more = part.more
-        return {**status, "runners": runners}
+        return await _receive_status(connection)
     finally:
         await connection.close()
+
+
+async def request_snapshot(
+    host: str, port: int, token: str, timeout: float
+) -> tuple[dict[str, Any], NodeSnapshot | None]:
+    """The host's status and its whole node; the node is None from a krnet that cannot send it."""
+    connection = await HostConnection.open(host, port, token, timeout)
+    try:
+        await connection.send_first("status_request", {"snapshot": True})
+        try:
+            status = await _receive_status(connection)
+        except ProtocolError as exc:
+            if exc.code != "bad_request":
+                raise
+        else:
+            return status, await _receive_snapshot(connection)
+    finally:
+        await connection.close()
+    # a krnet from before snapshots refuses the field as unknown: ask it for the status alone
+    return await request_status(host, port, token, timeout), None
+
+
+async def _receive_status(connection: HostConnection) -> dict[str, Any]:
+    """The `status` parts, their runners joined."""
+    status: dict[str, Any] = {}
+    runners: list[Any] = []
+    more = True
+    while more:
+        part: Status = await connection.receive(Status)
+        status = dict(part.status)
+        runners += list(part.status.get("runners") or [])  # type: ignore[arg-type]
+        more = part.more
+    return {**status, "runners": runners}
+
+
+async def _receive_snapshot(connection: HostConnection) -> NodeSnapshot:
+    """The `snapshot` slices joined and decoded; refused past MAX_SNAPSHOT characters."""
+    from krnet.core.snapshot_json import loads
+
+    slices: list[str] = []
+    size, more = 0, True
+    while more:
+        part: Snapshot = await connection.receive(Snapshot)
+        size += len(part.data)
+        if size > MAX_SNAPSHOT:
+            raise ProtocolError(
+                "frame_too_large",
+                f"the host's snapshot exceeds {MAX_SNAPSHOT} characters; refused",
+            )
+        slices.append(part.data)
+        more = part.more
+    try:
+        return loads("".join(slices))
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise ProtocolError(
+            "bad_request",
+            f"the host's snapshot does not decode ({exc}): run the same krnet release on both ends",
+        ) from None
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
@@ -145,12 +200,29 @@ def _port(text: str, whole: str) -> int:
 
 def fetch_remote_status(address: str, settings: Settings, data_dir: Path) -> dict[str, Any]:
     """`status` from the host at HOST[:PORT], authenticated with this node's join token."""
+    return _fetch(address, settings, data_dir, request_status)
+
+
+def fetch_remote_snapshot(
+    address: str, settings: Settings, data_dir: Path
+) -> tuple[dict[str, Any], NodeSnapshot | None]:
+    """`status` and the whole node from the host at HOST[:PORT] (None from an older krnet)."""
+    return _fetch(address, settings, data_dir, request_snapshot)
+
+
+def _fetch(
+    address: str,
+    settings: Settings,
+    data_dir: Path,
+    request: Callable[[str, int, str, float], Coroutine[Any, Any, T]],
+) -> T:
+    """Run one request against HOST[:PORT]; failures become one line naming the host."""
     from krnet.core.token import read_token
 
     host, port = parse_address(address, settings.join_port)
     token = read_token(settings, data_dir)
     try:
-        return asyncio.run(request_status(host, port, token, settings.handshake_timeout))
+        return asyncio.run(request(host, port, token, settings.handshake_timeout))
     except ProtocolError as exc:
         raise KrnetError(f"{host}:{port}: {exc}") from None
     except (OSError, TimeoutError) as exc:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -32,11 +33,13 @@ from krnet.core.protocol import (
     Leave,
     StatusRequest,
     applied_of,
+    canonical_json,
     encode_frame,
     error_frame,
     new_nonce,
     parse_message,
     read_frame,
+    split_snapshot,
     split_status,
 )
 from krnet.core.records import ACTIVE, JoinRequest, RunnerRecord
@@ -217,6 +220,8 @@ class HostService:
         channel.check(obj, sequenced=False)
         if isinstance(message, StatusRequest):
             await self._answer_status(writer, channel)
+            if message.snapshot:
+                await self._answer_snapshot(writer, channel)
             return
         host_ip = self._reachable_address(writer)
         record = await self._admit(message, peer_ip, host_ip)
@@ -356,10 +361,36 @@ class HostService:
             runner_timeout=self.settings.runner_timeout,
             extra=probe_extra(self.store.path.parent, self.settings, now),
         )
-        parts = split_status(status)
+        await self._send_parts(writer, channel, "status", "status", split_status(status))
+
+    async def _answer_snapshot(self, writer: asyncio.StreamWriter, channel: Channel) -> None:
+        """The whole node (the remote TUI's view), gathered off the loop, in line-sized slices."""
+        slices = split_snapshot(await asyncio.to_thread(self._snapshot_text))
+        await self._send_parts(writer, channel, "snapshot", "data", slices)
+
+    async def _send_parts(
+        self,
+        writer: asyncio.StreamWriter,
+        channel: Channel,
+        kind: str,
+        field: str,
+        parts: Sequence[Any],
+    ) -> None:
+        """Each part as one `kind` message holding it in `field`; `more` is true until the last."""
         for index, part in enumerate(parts):
             more = index < len(parts) - 1
-            await self._send(writer, channel.seal({"type": "status", "status": part, "more": more}))
+            await self._send(writer, channel.seal({"type": kind, field: part, "more": more}))
+
+    def _snapshot_text(self) -> str:
+        """This node's snapshot as canonical JSON, without the join token: lines travel in clear."""
+        from krnet.config import LoadedSettings
+        from krnet.core.snapshot_json import snapshot_to_json
+        from krnet.core.state import gather_snapshot
+
+        settings = replace(self.settings, join_token=None)
+        loaded = LoadedSettings(settings, data_dir=self.store.path.parent)
+        snapshot = gather_snapshot(loaded, events=True)
+        return canonical_json(snapshot_to_json(snapshot)).decode()
 
     # -- pieces ----------------------------------------------------------------------------
 

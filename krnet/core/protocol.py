@@ -102,6 +102,7 @@ class StatusRequest(Message):
     type: Literal["status_request"]
     version: int
     nonce: Nonce
+    snapshot: bool = False  # also send the node's whole snapshot after the status
     mac: Mac
 
 
@@ -188,6 +189,16 @@ class Status(Message):
     mac: Mac
 
 
+class Snapshot(Message):
+    """One slice of the host's node snapshot (snapshot_json as canonical JSON text)."""
+
+    type: Literal["snapshot"]
+    data: str
+    more: bool
+    seq: Seq
+    mac: Mac
+
+
 class Error(Message):
     type: Literal["error"]
     code: ErrorCode
@@ -204,6 +215,7 @@ MESSAGES: dict[str, type[Message]] = {
     "leave": Leave,
     "bye": Bye,
     "status": Status,
+    "snapshot": Snapshot,
     "error": Error,
 }
 
@@ -433,3 +445,13 @@ def split_status(status: Mapping[str, Any], room: int = MAX_LINE - 1024) -> list
         size += cost
     parts.append({**head, "runners": chunk})
     return parts
+
+
+def split_snapshot(text: str, room: int = (MAX_LINE - 1024) // 2) -> list[str]:
+    """Cut a snapshot's JSON text into slices that each fit one `snapshot` line.
+
+    The text is canonical JSON, printable ASCII only, so a character costs at most two bytes
+    inside a JSON string (`"` and `\\` are escaped): a slice of `room` characters takes at most
+    twice `room` bytes, and the default leaves 1 KiB of the line for the envelope.
+    """
+    return [text[start : start + room] for start in range(0, len(text), room)] or [""]

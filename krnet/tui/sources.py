@@ -1,9 +1,10 @@
 """Where the TUI's snapshots come from: this node (`state.gather_snapshot`) or a remote host.
 
-A remote host answers the protocol's authenticated `status`. When that answer carries a
-`snapshot` (snapshot_json form) the remote view is the whole node; otherwise it is built from
-the overlay status object (the record: runners, their probes and mismatches), and the parts a
-status does not carry are marked unread so diagnosis skips them rather than guessing.
+A remote host answers the protocol's authenticated `status` followed by its node `snapshot`,
+and the remote view is that whole node. A host whose krnet cannot send one (an older release)
+gives a view built from the overlay status object (the record: runners, their probes and
+mismatches), and the parts a status does not carry are marked unread so diagnosis skips them
+rather than guessing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from krnet.config import Settings
 from krnet.core.records import UNREPORTED, RunnerRecord
 from krnet.core.snapshot import NodeSnapshot, ProbeResult
-from krnet.core.snapshot_json import decode, snapshot_from_json
+from krnet.core.snapshot_json import decode
 from krnet.tui.model import SnapshotSource
 
 if TYPE_CHECKING:
@@ -38,11 +39,13 @@ def local_source(loaded: LoadedSettings) -> SnapshotSource:
 
 
 def remote_source(address: str, loaded: LoadedSettings) -> SnapshotSource:
-    """A remote host at HOST[:PORT], through its authenticated `status`."""
-    from krnet.core.client import fetch_remote_status
+    """A remote host at HOST[:PORT], through its authenticated `status` and `snapshot`."""
+    from krnet.core.client import fetch_remote_snapshot
 
     def fetch() -> NodeSnapshot:
-        status = fetch_remote_status(address, loaded.settings, loaded.data_dir)
+        status, whole = fetch_remote_snapshot(address, loaded.settings, loaded.data_dir)
+        if whole is not None:
+            return whole
         return snapshot_from_status(status, datetime.now(UTC), address)
 
     return fetch
@@ -51,9 +54,7 @@ def remote_source(address: str, loaded: LoadedSettings) -> SnapshotSource:
 def snapshot_from_status(
     status: Mapping[str, Any], taken_at: datetime, address: str
 ) -> NodeSnapshot:
-    """The NodeSnapshot a remote `status` answer describes."""
-    if "snapshot" in status:
-        return snapshot_from_json(status["snapshot"])
+    """The record-only NodeSnapshot a remote `status` answer describes."""
     overlay = IPv4Interface(str(status["host_overlay_ip"]))
     entries = list(status.get("runners") or [])
     prefixes = {IPv4Network(str(entry["subnet"])).prefixlen for entry in entries}

@@ -1,17 +1,22 @@
-"""The remote view: a host's `status` answer turned into a snapshot the TUI can show."""
+"""The remote view: a live host's status and snapshot, or its record alone, as the TUI shows it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from krnet.config import LoadedSettings, Settings
 from krnet.core.diagnose import diagnose
-from krnet.core.snapshot_json import snapshot_to_json
 from krnet.core.status import overlay_status
-from krnet.tui.sources import snapshot_from_status
-from tests.tui.support import snapshot
+from krnet.tui.app import KrnetApp
+from krnet.tui.sources import remote_source, snapshot_from_status
+from tests.protocol.peers import TOKEN, RunningHost, join_once
+from tests.tui.support import NEVER, ready, snapshot
+from tests.tui.test_app import column
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,10 +53,29 @@ def test_status_without_snapshot_gives_the_record_view() -> None:
     assert silent == [3]
 
 
-def test_status_with_a_snapshot_is_the_whole_node() -> None:
-    local = snapshot("mixed_host")
-    remote = snapshot_from_status({"snapshot": snapshot_to_json(local)}, local.taken_at, "x")
-    assert remote == local
+def remote(host: RunningHost) -> tuple[str, LoadedSettings]:
+    """The address of a live host and a client's settings holding its token."""
+    settings = Settings(join_token=TOKEN, handshake_timeout=60.0)
+    return f"127.0.0.1:{host.port}", LoadedSettings(settings, data_dir=host.data_dir / "client")
+
+
+async def test_remote_source_gives_the_host_whole_node(host: RunningHost) -> None:
+    await join_once(host.port, hostname="runner-a")
+    node = await asyncio.to_thread(remote_source(*remote(host)))
+    assert [r.hostname for r in node.runners] == ["runner-a"]
+    assert "lo" in node.links and node.hostname == socket.gethostname()
+    assert not [error for error in node.errors if error.startswith("kernel:")]
+
+
+async def test_tui_on_a_remote_host_shows_its_interfaces(host: RunningHost) -> None:
+    await join_once(host.port, hostname="runner-a")
+    app = KrnetApp(remote_source(*remote(host)), NEVER, "remote")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("3")
+        assert "lo" in column(app, "interfaces", "NAME")
+        await pilot.press("2")
+        assert [name.strip() for name in column(app, "runners", "RUNNER")] == ["runner-a"]
 
 
 def test_tui_command_refuses_without_a_terminal() -> None:
