@@ -41,7 +41,7 @@ from types import FrameType
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
-from scalelab import MAX_SIMULATED, Joined, Restart, ScaleLab  # noqa: E402
+from scalelab import MAX_SIMULATED, Joined, Restart, ScaleLab, Writes  # noqa: E402
 from simrunner import percentile  # noqa: E402
 
 from krnet.lab.namespaces import LabError  # noqa: E402
@@ -84,6 +84,7 @@ class Figures:
     problems: list[str]
     start: float = 0.0
     joined: Joined | None = None
+    join_writes: Writes | None = None
     before: Usage | None = None
     after: Usage | None = None
     hold: float = 0.0  # the heartbeat window: its length, usage at each end, heartbeats
@@ -106,8 +107,10 @@ def measure(runners: int, workdir: Path, repeat: int, hold: float, say: Say) -> 
         fleet = lab.fleet(runners)
         figures.before = usage(lab.pid)
         say(f"{runners} runners joining")
-        figures.joined = joined = fleet.join()
-        figures.after = usage(lab.pid)
+        with lab.watch() as writes:
+            figures.joined = joined = fleet.join()
+            figures.after = usage(lab.pid)
+            figures.join_writes = writes()
         figures.problems += summary("joins failed", joined.errors)
         if sorted(joined.claims) != list(range(1, runners + 1)):
             figures.problems.append(f"welcomed ids are not 1..{runners} each once")
@@ -164,6 +167,9 @@ def report(base: Figures, full: Figures) -> None:
     row("  per runner, ms", lambda f: joined(f).wall / f.runners * 1000, "{:.1f}")
     row("  latency p50, s", lambda f: percentile(joined(f).latencies, 0.5))
     row("  latency p99, s", lambda f: percentile(joined(f).latencies, 0.99))
+    row("  netlink events", lambda f: len(written(f.join_writes).netlink), "{:.0f}")
+    row("  nft ruleset changes", lambda f: len(written(f.join_writes).nft), "{:.0f}")
+    row("    of which deletions", lambda f: deletions(written(f.join_writes)), "{:.0f}")
     row("RSS before joins, MiB", lambda f: used(f.before).rss_kib / 1024, "{:.1f}")
     row("RSS after joins, MiB", lambda f: used(f.after).rss_kib / 1024, "{:.1f}")
     row("RSS peak (VmHWM) after joins, MiB", lambda f: used(f.after).peak_kib / 1024, "{:.1f}")
@@ -211,6 +217,15 @@ def joined(figures: Figures) -> Joined:
 def used(sample: Usage | None) -> Usage:
     assert sample is not None
     return sample
+
+
+def deletions(writes: Writes) -> int:
+    return sum(line.startswith("delete") for line in writes.nft)
+
+
+def written(writes: Writes | None) -> Writes:
+    assert writes is not None
+    return writes
 
 
 def restarted(restart: Restart | None) -> Restart:

@@ -21,7 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -67,18 +67,19 @@ class Joined:
 
 
 @dataclass(frozen=True)
-class Restart:
-    """One restart of the host: time until it listened, and every write it made to the kernel."""
+class Writes:
+    """What was written to the host's kernel while it was watched."""
+
+    netlink: list[str]  # rtnetlink notifications: links, addresses, routes
+    nft: list[str]  # ruleset changes (iptables-nft's writes), as `nft monitor` prints them
+
+
+@dataclass(frozen=True)
+class Restart(Writes):
+    """One restart of the host: its writes, the time until it listened, what it recorded."""
 
     seconds: float
-    netlink: list[str]  # rtnetlink notifications: links, addresses, routes
-    nft: list[str]  # ruleset changes, as `nft monitor` prints them
-    iptables_commits: int  # ruleset transactions by iptables (one per command that changed it)
     recorded: list[str]  # changes the host itself logged and recorded as reconcile events
-
-    @property
-    def writes(self) -> int:
-        return len(self.netlink) + len(self.nft) + len(self.recorded)
 
 
 class Fleet:
@@ -241,25 +242,30 @@ class ScaleLab:
         argv += [str(self.workdir / "remote"), "node", "overlay", "--json"]
         return self.sim.run([*argv, "--connect", HOST_UNDERLAY], env=child_env()).stdout
 
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[Callable[[], Writes]]:
+        """Watch the host's kernel; call the function it yields (once) for the writes so far."""
+        node = self.host.node
+        with (
+            Monitor(node, NETLINK_MONITOR, self.workdir / "ip-monitor.log") as links,
+            Monitor(node, NFT_MONITOR, self.workdir / "nft-monitor.log") as rules,
+        ):
+            # nft's comment lines (transaction numbers) are not changes
+            yield lambda: Writes(
+                links.events(), [line for line in rules.events() if not line.startswith("#")]
+            )
+
     def restart(self, damage: str | None = None) -> Restart:
         """SIGTERM the host, delete link `damage` (if any) by hand, start it, count its writes."""
         self.cluster.stop(self.host)
         if damage is not None:
             self.host.node.run(["ip", "link", "del", damage])
         last_event = self._last_event_id()
-        node = self.host.node
-        with (
-            Monitor(node, NETLINK_MONITOR, self.workdir / "ip-monitor.log") as links,
-            Monitor(node, NFT_MONITOR, self.workdir / "nft-monitor.log") as rules,
-        ):
+        with self.watch() as writes:
             seconds = self.start_host()
-            netlink, nft = links.events(), rules.events()
+            written = writes()
         return Restart(
-            seconds=seconds,
-            netlink=netlink,
-            nft=[line for line in nft if not line.startswith("#")],
-            iptables_commits=sum(line.startswith("# new generation") for line in nft),
-            recorded=self._recorded_changes(after=last_event),
+            written.netlink, written.nft, seconds, self._recorded_changes(after=last_event)
         )
 
     def kernel_problems(self, claims: Mapping[int, str]) -> list[str]:
