@@ -14,6 +14,7 @@ from typing import ClassVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.timer import Timer
 from textual.widget import Widget
@@ -144,7 +145,10 @@ class KrnetApp(App[None]):
         """Redraw one view from the latest data, unless it already shows it."""
         if self.data is None or self._shown.get(view_id) is self.data:
             return
-        self.query_one(f"#{view_id}-view").show(self.data)  # type: ignore[attr-defined]
+        try:
+            self.query_one(f"#{view_id}-view").show(self.data)  # type: ignore[attr-defined]
+        except NoMatches:  # not mounted yet (a fast first gather) or already torn down
+            return
         self._shown[view_id] = self.data
 
     # -- actions ------------------------------------------------------------------------------
