@@ -47,6 +47,7 @@ MARK_INTERVAL = 0.2
 TIMERS = ("heartbeat_interval", "runner_timeout", "reconcile_interval")
 NETLINK_MONITOR = ("ip", "-o", "monitor", "link", "address", "route")
 NFT_MONITOR = ("nft", "monitor")
+IPV6_AUTOCONF = ("fe80:", "ff00::/8")
 _GUARD_ENTRY = re.compile(rf"^-A {GUARD_CHAIN} -s (\S+)/32 .*-j ACCEPT$", re.MULTILINE)
 
 
@@ -153,8 +154,14 @@ class Monitor:
         lines = self.path.read_text(errors="replace").splitlines()
         start = max(i for i, line in enumerate(lines) if "krtmarka" in line) + 1
         end = min(i for i, line in enumerate(lines) if "krtmarkb" in line)
-        # nft's own transaction comments belong to the marks
-        return [line for line in lines[start:end] if not line.endswith("(nft)")]
+        # nft's own transaction comments belong to the marks; IPv6 link-local addresses and
+        # their routes are the kernel's autoconfiguration finishing late (DAD) on tunnels made
+        # just before: krnet writes no IPv6 at all
+        return [
+            line
+            for line in lines[start:end]
+            if not line.endswith("(nft)") and not any(mark in line for mark in IPV6_AUTOCONF)
+        ]
 
     def _mark(self, name: str) -> None:
         """Add and delete a marker object until the monitor prints its deletion (a monitor
