@@ -17,6 +17,7 @@ import select
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from krnet.lab.proofs import ProofFailed  # noqa: E402
 from scripts.fault_store import LOCK_PHRASE, locked  # noqa: E402
 
 JOIN_PORT = 8470
+RECORD_PACE = 0.01  # seconds the host takes to record one join (docs/performance.md, Join)
 JOIN_TIMEOUT = 600.0  # a simulated runner waits this long for its welcome (255 queue up)
 SWARM_TIMEOUT = 900.0
 
@@ -98,15 +100,26 @@ class HostLab(ScaleLab):
     def alive(self) -> bool:
         return self.host.serve is not None and self.host.serve.poll() is None
 
+    def kill(self) -> None:
+        if self.alive():
+            self.cluster.stop(self.host, kill=True)
+
     def records(self) -> list[RunnerRecord]:
         records = read_runners(database_path(self.host.data_dir))
         if records is None:
             raise ProofFailed(f"cannot read the record in {self.host.data_dir}")
         return records
 
-    def swarm(self, runners: list[Runner], kill_after: int | None = None) -> dict[str, int | str]:
+    def swarm(
+        self,
+        runners: list[Runner],
+        *,
+        kill_after: int | None = None,
+        kill_delay: float | None = None,
+    ) -> dict[str, int | str]:
         """Every runner joins at once from the sim namespace; the host gets SIGKILL once
-        `kill_after` were welcomed. Each identity's id, or the error its join got."""
+        `kill_after` were welcomed, or `kill_delay` seconds after the joins began. Each
+        identity's id, or the error its join got."""
         process = self.sim.popen(
             [sys.executable, str(Path(__file__).resolve()), "swarm", HOST_UNDERLAY, str(JOIN_PORT)],
             stdin=subprocess.PIPE,
@@ -117,14 +130,18 @@ class HostLab(ScaleLab):
         process.stdin.write(json.dumps({"token": self.cluster.token, "runners": runners}).encode())
         process.stdin.close()
         outcomes: dict[str, int | str] = {}
+        timer = threading.Timer(kill_delay or 0.0, self.kill)
         try:
             for line in _lines(process.stdout, time.monotonic() + SWARM_TIMEOUT):
                 result = json.loads(line)
+                if "started" in result and kill_delay is not None:
+                    timer.start()
                 if "identity" in result:
                     outcomes[result["identity"]] = result.get("runner_id") or result["error"]
-                if kill_after is not None and len(ids(outcomes)) >= kill_after and self.alive():
-                    self.cluster.stop(self.host, kill=True)
+                if kill_after is not None and len(ids(outcomes)) >= kill_after:
+                    self.kill()
         finally:
+            timer.cancel()
             if process.poll() is None:
                 process.kill()
             process.wait()
@@ -154,6 +171,7 @@ class KillRound:
     """What one kill round saw; `problems` is empty when every promise held."""
 
     runners: int
+    trigger: str  # when the host was killed
     welcomed_before_kill: int
     records_after_restart: int
     rejoined: int
@@ -165,11 +183,12 @@ class KillRound:
         return list(self.violations)
 
     def line(self) -> str:
-        agree = "the kernel agreeing" if not self.violations else "PROBLEMS"
+        verdict = f"{len(self.violations)} PROBLEMS" if self.violations else "all agree"
         return (
-            f"killed after {self.welcomed_before_kill}/{self.runners} welcomes; restarted with "
-            f"{self.records_after_restart} records, {agree}; {self.rejoined}/{self.runners} "
-            f"rejoined, {self.kept}/{self.welcomed_before_kill} with the id they had"
+            f"killed {self.trigger} ({self.welcomed_before_kill}/{self.runners} welcomed); "
+            f"restarted with {self.records_after_restart} records; {self.rejoined}/"
+            f"{self.runners} rejoined, {self.kept}/{self.welcomed_before_kill} of the welcomed "
+            f"with the same id; record, kernel and ids: {verdict}"
         )
 
 
@@ -180,13 +199,20 @@ def disagreements(lab: HostLab, records: list[RunnerRecord]) -> list[str]:
     return lab.kernel_problems(claims) + duplicate_ids(records)
 
 
-def kill_round(lab: HostLab, count: int, rng: random.Random) -> KillRound:
-    """An empty host, `count` runners joining at once, SIGKILL after a random number of
-    welcomes, a restart (its reconcile), the checks, everyone rejoining, the checks again."""
+def kill_round(lab: HostLab, count: int, rng: random.Random, *, early: bool) -> KillRound:
+    """An empty host, `count` runners joining at once, SIGKILL at a random moment (`early`:
+    while the joins are still being recorded, else after a random number of welcomes), a
+    restart (its reconcile), the checks, everyone rejoining, the checks again."""
     runners = make_runners(count, rng)
     lab.fresh_host()
     lab.start_host()
-    welcomed = ids(lab.swarm(runners, kill_after=rng.randrange(count)))
+    if early:
+        delay = rng.uniform(0, count * RECORD_PACE)
+        trigger, outcomes = f"{delay:.2f} s into the joins", lab.swarm(runners, kill_delay=delay)
+    else:
+        after = rng.randrange(count)
+        trigger, outcomes = f"after {after} welcomes", lab.swarm(runners, kill_after=after)
+    welcomed = ids(outcomes)
     lab.start_host()
     records = lab.records()
     problems = disagreements(lab, records)
@@ -199,7 +225,7 @@ def kill_round(lab: HostLab, count: int, rng: random.Random) -> KillRound:
         for identity, _, _ in runners
         if identity not in rejoined
     ]
-    problems += changed_ids(welcomed, rejoined)
+    problems += changed_ids(recorded, rejoined)  # recorded before the kill: welcomed or not
     if len(set(rejoined.values())) != len(rejoined):
         problems.append("two runners were welcomed with the same id")
     final = lab.records()
@@ -208,6 +234,7 @@ def kill_round(lab: HostLab, count: int, rng: random.Random) -> KillRound:
     problems += [f"in the final record: {p}" for p in changed_ids(rejoined, final_ids)]
     return KillRound(
         runners=count,
+        trigger=trigger,
         welcomed_before_kill=len(welcomed),
         records_after_restart=len(records),
         rejoined=len(rejoined),

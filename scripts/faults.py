@@ -72,7 +72,11 @@ def host_faults(workdir: Path, args: argparse.Namespace, rng: random.Random) -> 
         if "host-kill" in args.only:
             for number in range(1, args.rounds + 1):
                 name = f"host-kill {number}/{args.rounds} ({args.runners} runners)"
-                yield check(name, lambda: fault_host.kill_round(lab, args.runners, rng))
+                early = number % 2 == 0  # every other round while joins are being recorded
+                yield check(
+                    name,
+                    lambda early=early: fault_host.kill_round(lab, args.runners, rng, early=early),
+                )
         if "record-locked" in args.only:
             data_dir = lab.host.data_dir
             yield check("record-locked: a join", lambda: fault_host.join_while_locked(lab, rng))

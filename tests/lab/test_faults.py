@@ -19,7 +19,6 @@ from tests.support import require_privileged
 
 pytestmark = [pytest.mark.privileged]
 
-KILL_ROUNDS = 3
 KILL_RUNNERS = 24
 
 
@@ -33,11 +32,12 @@ def host_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fault_host.Ho
 # -- the host -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("round_", range(KILL_ROUNDS))
+@pytest.mark.parametrize(("seed", "early"), [(0, False), (1, True), (2, False)])
 def test_host_killed_during_joins_gives_no_id_twice_and_every_runner_its_id(
-    host_lab: fault_host.HostLab, round_: int
+    host_lab: fault_host.HostLab, seed: int, early: bool
 ) -> None:
-    outcome = fault_host.kill_round(host_lab, KILL_RUNNERS, random.Random(round_))
+    """Killed after a random number of welcomes, or early, while joins are being recorded."""
+    outcome = fault_host.kill_round(host_lab, KILL_RUNNERS, random.Random(seed), early=early)
     assert outcome.problems() == []
     assert outcome.rejoined == KILL_RUNNERS
     assert outcome.kept == outcome.welcomed_before_kill
