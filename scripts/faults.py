@@ -1,6 +1,6 @@
 """The fault campaign of issue 6 in the lab: every fault, one line per outcome, then a summary.
 
-    sudo .venv/bin/python scripts/faults.py                  # the whole campaign (about an hour)
+    sudo .venv/bin/python scripts/faults.py                  # the whole campaign (about 12 minutes)
     sudo .venv/bin/python scripts/faults.py --rounds 3 --runners 24 --only host-kill
 
 Faults: the host killed with SIGKILL at random moments during concurrent joins (`--rounds`

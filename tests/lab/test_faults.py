@@ -24,7 +24,7 @@ KILL_RUNNERS = 24
 
 @pytest.fixture(scope="module")
 def host_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fault_host.HostLab]:
-    require_privileged("ip", "nsenter", "unshare", "iptables", "ss")
+    require_privileged("ip", "nsenter", "unshare", "iptables")
     with fault_host.HostLab(tmp_path_factory.mktemp("hostlab")) as lab:
         yield lab
 
