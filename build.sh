@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-SYSTEM_PACKAGES=(iproute2 iptables iputils-ping docker.io busybox-static iperf3 tmux debootstrap)
+SYSTEM_PACKAGES=(iproute2 iptables nftables iputils-ping docker.io busybox-static iperf3 tmux debootstrap hyperfine)
 # shiv stamps every file with this time, so two builds of one commit are byte-identical.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}
 
@@ -28,7 +28,8 @@ install_system_packages() {
     [ ${#missing[@]} -eq 0 ] && return 0
     step "installing system packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # With recommends, as on the machines the suite was proven on.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 ensure_venv() {
