@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ from krnet.lab.namespaces import (  # noqa: E402
     remove_namespace,
     stop_processes,
 )
+from krnet.lab.prerequisites import missing_prerequisites  # noqa: E402
 
 IPERF_PORT = 5201
 PINGS = 30
@@ -372,9 +372,9 @@ def main() -> int:
         "--budget", type=int, default=900, help="give up and tear down after this (default 900)"
     )
     arguments = parser.parse_args()
-    missing = [tool for tool in REQUIRED if shutil.which(tool) is None]
-    if os.geteuid() != 0 or missing:
-        print(f"dataplane: needs root and {', '.join(missing) or 'nothing else'}", file=sys.stderr)
+    reason = missing_prerequisites(REQUIRED)
+    if reason is not None:
+        print(f"dataplane: {reason}", file=sys.stderr)
         return 2
     started = time.monotonic()
 

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import sys
@@ -45,6 +44,7 @@ from scalelab import MAX_SIMULATED, Joined, Restart, ScaleLab, Writes  # noqa: E
 from simrunner import percentile  # noqa: E402
 
 from krnet.lab.namespaces import LabError  # noqa: E402
+from krnet.lab.prerequisites import missing_prerequisites  # noqa: E402
 
 REQUIRED = ("ip", "nsenter", "unshare", "iptables", "iptables-save", "nft")
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -256,9 +256,9 @@ def main() -> int:
     arguments = parser.parse_args()
     if not 1 <= arguments.baseline <= arguments.runners <= min(255, MAX_SIMULATED):
         parser.error("need 1 <= --baseline <= --runners <= 255")
-    missing = [tool for tool in REQUIRED if shutil.which(tool) is None]
-    if os.geteuid() != 0 or missing:
-        print(f"scale: needs root and {', '.join(missing) or 'nothing else'}", file=sys.stderr)
+    reason = missing_prerequisites(REQUIRED)
+    if reason is not None:
+        print(f"scale: {reason}", file=sys.stderr)
         return 2
     started = time.monotonic()
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+
+from krnet.lab.prerequisites import missing_prerequisites
 
 
 def privileged_required() -> bool:
@@ -16,12 +17,7 @@ def privileged_required() -> bool:
 
 def require_privileged(*tools: str) -> None:
     """Skip (or, in CI, fail) unless we are root and every named tool is installed."""
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    reason = None
-    if os.geteuid() != 0:
-        reason = "needs root for network namespaces"
-    elif missing:
-        reason = f"needs {', '.join(missing)} installed"
+    reason = missing_prerequisites(tools)
     if reason is None:
         return
     if privileged_required():

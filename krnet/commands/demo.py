@@ -8,7 +8,6 @@ step, then opens the TUI on the demo host (or prints a report) and tears it all 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import sys
@@ -49,14 +48,13 @@ def _step(title: str, action: Callable[[], str]) -> None:
 
 
 def _preflight(with_docker: bool) -> None:
-    if os.geteuid() != 0:
-        raise UsageError("krnet demo creates network namespaces: run it as root (sudo)")
-    tools = REQUIRED_TOOLS + (DOCKER_TOOLS if with_docker else ())
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    if missing:
+    from krnet.lab.prerequisites import missing_prerequisites
+
+    reason = missing_prerequisites(REQUIRED_TOOLS + (DOCKER_TOOLS if with_docker else ()))
+    if reason is not None:
         raise UsageError(
-            f"krnet demo needs {', '.join(missing)}: apt-get install iproute2 iptables "
-            "iputils-ping util-linux docker.io busybox-static (or run with --no-docker)"
+            f"krnet demo {reason}: run it as root (sudo), with apt-get install iproute2 "
+            "iptables iputils-ping util-linux docker.io busybox-static (or with --no-docker)"
         )
 
 
