@@ -12,7 +12,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 from pathlib import Path
@@ -409,15 +409,19 @@ def repaired_by_reconcile(cluster: Cluster, timeout: float = 45.0) -> list[Repai
     for change in changes:
         change.node.node.run(list(change.argv))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(_holds(c.repaired) for c in changes):
+    while True:
+        repairs = [_repair(change, marks) for change in changes]
+        # a node writes its events once its whole pass is done, a moment after the repairs
+        if all(not r.problems() for r in repairs) or time.monotonic() > deadline:
+            return repairs
         time.sleep(0.5)
-    repairs = []
-    for change in changes:
-        events = _events_since(change.node, marks[change.node.name])
-        event = next((e for e in events if change.event in e), "")
-        what = f"{change.node.name}: {change.what}"
-        repairs.append(Repair(what, _holds(change.repaired), event))
-    return repairs
+
+
+def _repair(change: HandChange, marks: Mapping[str, int]) -> Repair:
+    """What a hand change left: repaired or not, and the reconcile event that says so."""
+    events = _events_since(change.node, marks[change.node.name])
+    event = next((e for e in events if change.event in e), "")
+    return Repair(f"{change.node.name}: {change.what}", _holds(change.repaired), event)
 
 
 def _holds(predicate: Callable[[], bool]) -> bool:
