@@ -137,17 +137,26 @@ class KrnetApp(App[None]):
         """Take new data: the visible view redraws now, the others when they are shown."""
         self.data = data
         self.refreshes += 1
-        self.show_view(self.active_view)
+        self.show_view()
         taken = data.snapshot.taken_at.strftime("%H:%M:%SZ")
         self.sub_title = f"{self.where} · {taken} · every {self.refresh_interval:g}s"
 
-    def show_view(self, view_id: str) -> None:
-        """Redraw one view from the latest data, unless it already shows it."""
-        if self.data is None or self._shown.get(view_id) is self.data:
+    def show_view(self, view_id: str | None = None) -> None:
+        """Redraw one view (the visible one by default) from the latest data, unless it already
+        shows it.
+
+        Data can land before the views are mounted (a fast first gather) or while the app is
+        being torn down; then there is nothing to draw on, and the data waits for the next
+        refresh instead of raising in the message loop.
+        """
+        if self.data is None:
             return
         try:
+            view_id = view_id or self.active_view
+            if self._shown.get(view_id) is self.data:
+                return
             self.query_one(f"#{view_id}-view").show(self.data)  # type: ignore[attr-defined]
-        except NoMatches:  # not mounted yet (a fast first gather) or already torn down
+        except NoMatches:
             return
         self._shown[view_id] = self.data
 
@@ -172,7 +181,7 @@ class KrnetApp(App[None]):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         """Bring the view up to date and put the keyboard on its table, so its keys work."""
-        self.show_view(event.pane.id or "")
+        self.show_view(event.pane.id)
         tables = event.pane.query(DataTable)
         if tables:
             tables.first().focus()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from textual.message import Message
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, TabbedContent
 
 from krnet.core.snapshot import NodeSnapshot
 from krnet.errors import KrnetError
@@ -301,6 +301,19 @@ async def test_timer_rearms_after_each_gather_without_overlap() -> None:
         while app.refreshes < 6:
             await pilot.pause(0.02)
     assert most == 1
+
+
+async def test_data_landing_during_teardown_waits_instead_of_raising() -> None:
+    # CI once failed here: a gather finished while the screen was being torn down, and the
+    # lookup of the visible tab raised NoMatches inside the message loop.
+    app = make_app("healthy_host")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await app.query_one(TabbedContent).remove()
+        fresh = dataclasses.replace(app.data)
+        app.post_message(SnapshotReady(fresh))
+        await pilot.pause()
+        assert app.refreshes == 2 and app.data is fresh  # taken, drawn on nothing, no error
 
 
 async def test_gather_failure_is_shown_and_retried() -> None:
