@@ -39,14 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from krnet.lab import proofs  # noqa: E402
 from krnet.lab.cluster import Cluster, ClusterNode  # noqa: E402
-from krnet.lab.namespaces import (  # noqa: E402
-    NETNS_DIR,
-    Lab,
-    LabError,
-    Node,
-    remove_namespace,
-    stop_processes,
-)
+from krnet.lab.namespaces import NETNS_DIR, Lab, LabError, Node, remove_namespace, stop_processes  # noqa: E402
 from krnet.lab.prerequisites import missing_prerequisites  # noqa: E402
 
 IPERF_PORT = 5201

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from simrunner import SimRunner, join, percentile  # noqa: E402
 
-from krnet.core.token import token_path, write_token  # noqa: E402
+from krnet.core.protocol.token import token_path, write_token  # noqa: E402
 
 TOKEN = uuid.uuid4().hex * 2
 

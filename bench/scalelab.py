@@ -29,10 +29,10 @@ from types import TracebackType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from krnet.config import Settings  # noqa: E402
-from krnet.core.firewall import GUARD_CHAIN  # noqa: E402
-from krnet.core.plan import runner_id_from_tunnel, tunnel_name  # noqa: E402
-from krnet.core.record_file import database_path  # noqa: E402
+from krnet.core.dataplane.firewall import GUARD_CHAIN  # noqa: E402
+from krnet.core.model.plan import runner_id_from_tunnel, tunnel_name  # noqa: E402
+from krnet.core.model.settings import Settings  # noqa: E402
+from krnet.core.record.reader import database_path  # noqa: E402
 from krnet.lab.cluster import HOST_UNDERLAY, Cluster, ClusterNode  # noqa: E402
 from krnet.lab.namespaces import Node, stop_processes  # noqa: E402
 

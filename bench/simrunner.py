@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from krnet.core.client import HostConnection
-from krnet.core.protocol import HeartbeatAck, Welcome, applied_of
+from krnet.core.protocol.client import HostConnection
+from krnet.core.protocol.messages import HeartbeatAck, Welcome, applied_of
 
 MUST_MATCH = {"vxlan_id": 100, "vxlan_port": 4789, "mtu": 1450}  # the host's defaults
 

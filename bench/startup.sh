@@ -35,9 +35,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from krnet.core.plan import OverlayPlan
-from krnet.core.records import JoinRequest
-from krnet.core.store import Store
+from krnet.core.model.plan import OverlayPlan
+from krnet.core.model.records import JoinRequest
+from krnet.core.record.store import Store
 
 data_dir, runners = Path(sys.argv[1]), int(sys.argv[2])
 plan = OverlayPlan.build("10.0.0.1", 8, 16, 100)

@@ -30,8 +30,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.scalelab import ScaleLab, claimed_address  # noqa: E402
-from krnet.core.record_file import database_path, read_runners  # noqa: E402
-from krnet.core.records import RunnerRecord  # noqa: E402
+from krnet.core.model.records import RunnerRecord  # noqa: E402
+from krnet.core.record.reader import database_path, read_runners  # noqa: E402
 from krnet.lab.cluster import HOST_UNDERLAY  # noqa: E402
 from krnet.lab.proofs import ProofFailed  # noqa: E402
 from scripts.fault_store import LOCK_PHRASE, locked  # noqa: E402

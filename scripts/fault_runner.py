@@ -22,12 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from krnet.lab.cluster import IMAGE, Cluster, ClusterNode, runner_underlay  # noqa: E402
-from krnet.lab.proofs import (  # noqa: E402
-    HOST_OVERLAY_IP,
-    OVERLAY_NETWORK,
-    ProofFailed,
-    link_details,
-)
+from krnet.lab.proofs import HOST_OVERLAY_IP, OVERLAY_NETWORK, ProofFailed, link_details  # noqa: E402
 
 KILL_WINDOW = 0.5  # seconds after its welcome in which a runner with its links is killed
 SETUP_LINKS = {"kohaku-overlay", "vxlan0"}
@@ -249,7 +244,7 @@ def docker_restarted(cluster: Cluster, runner: ClusterNode) -> DockerRestart:
 
 def _observed(cluster: Cluster, runner: ClusterNode) -> dict[str, object]:
     """What the runner's last heartbeat told the host."""
-    from krnet.core.record_file import database_path, read_runners
+    from krnet.core.record.reader import database_path, read_runners
 
     for record in read_runners(database_path(cluster.host.data_dir)) or []:
         if record.hostname == runner.node.hostname:
@@ -432,7 +427,7 @@ def _holds(predicate: Callable[[], bool]) -> bool:
 
 
 def _last_event(node: ClusterNode) -> int:
-    from krnet.core.store import Store
+    from krnet.core.record.store import Store
 
     with Store.open(node.data_dir) as store:
         latest = store.events(limit=1)
@@ -441,7 +436,7 @@ def _last_event(node: ClusterNode) -> int:
 
 def _events_since(node: ClusterNode, mark: int) -> list[str]:
     """The messages of the node's reconcile events newer than `mark` (Store.events)."""
-    from krnet.core.store import Store
+    from krnet.core.record.store import Store
 
     with Store.open(node.data_dir) as store:
         events = store.events(limit=500)

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
-    from krnet.core.records import JoinRequest
+    from krnet.core.model.records import JoinRequest
 
 TMPFS_SIZE = "300k"
 FUTURE_REVISION = "9999_future"
@@ -113,7 +113,7 @@ class LockedCommands:
 
 def commands_under_lock(data_dir: Path, *, readers_too: bool) -> LockedCommands:
     """Run the status commands side by side (each may wait out its busy timeout) under a lock."""
-    from krnet.core.record_file import database_path
+    from krnet.core.record.reader import database_path
 
     path = database_path(data_dir)
     base = [sys.executable, "-m", "krnet", "--data-dir", str(data_dir)]
@@ -198,8 +198,8 @@ def disk_full(workdir: Path, size: str = TMPFS_SIZE) -> DiskFull:
 
 def _disk_full_steps(data_dir: Path, size: str) -> DiskFull:
     """Inside the private mount namespace: records, a full tmpfs, writes, then space again."""
-    from krnet.config import Settings
-    from krnet.core.store import Store
+    from krnet.core.model.settings import Settings
+    from krnet.core.record.store import Store
     from krnet.errors import KrnetError
 
     subprocess.run(
@@ -232,7 +232,7 @@ def _disk_full_steps(data_dir: Path, size: str) -> DiskFull:
 
 
 def _request(index: int) -> JoinRequest:
-    from krnet.core.records import JoinRequest
+    from krnet.core.model.records import JoinRequest
 
     address = f"192.0.2.{index % 250 + 1}"
     return JoinRequest(f"{index:032x}", f"runner-{index}", address, 100, 4789, 1450)
@@ -286,7 +286,7 @@ class Refusal:
 
 def serve_on_newer_database(workdir: Path, mode: str = "host") -> Refusal:
     """Start `krnet serve` (overlay off, no root needed) on a database from a newer krnet."""
-    from krnet.core.record_file import database_path
+    from krnet.core.record.reader import database_path
     from tests.unit.test_migrations import digest, stamped
 
     data_dir = workdir / "data"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from krnet import __version__
-from krnet.config import Settings
-from krnet.core.record_file import SCHEMA_HEAD, database_path
+from krnet.core.model.settings import Settings
+from krnet.core.record.reader import SCHEMA_HEAD, database_path
 from tests.support import ZIPAPP, require_privileged, require_zipapp
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in {"y", "yes"}:
             print("nothing removed")
             return 0
-    from krnet.core.cleanup import cleanup_node
+    from krnet.core.dataplane.cleanup import cleanup_node
 
     done = cleanup_node(settings)
     for line in done:

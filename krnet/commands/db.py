@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 
 from krnet.config import data_dir_path
-from krnet.core.record_file import database_path
+from krnet.core.record.reader import database_path
 from krnet.errors import StoreError
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
     """Apply pending migrations and say from which revision to which."""
-    from krnet.core.store import Store
+    from krnet.core.record.store import Store
 
     with Store.open(data_dir_path(args)) as store:
         before, after = store.migration.before, store.migration.after
@@ -25,7 +25,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
 
 def run_current(args: argparse.Namespace) -> int:
     """Print the schema revision without changing (or creating) the database."""
-    from krnet.core.database import schema_state
+    from krnet.core.record.database import schema_state
 
     path = database_path(data_dir_path(args))
     state = schema_state(path)
@@ -46,7 +46,7 @@ def run_current(args: argparse.Namespace) -> int:
 
 def run_backup(args: argparse.Namespace) -> int:
     """Copy the record consistently, even while `krnet serve` writes to it."""
-    from krnet.core.store import Store
+    from krnet.core.record.store import Store
 
     dest = Path(args.file)
     data_dir = data_dir_path(args)

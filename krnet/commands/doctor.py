@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from krnet.core.check import FAIL, Check
+from krnet.core.observe.diagnose.check import FAIL, Check
 
 LABELS = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
 
@@ -16,8 +16,8 @@ LABELS = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
 def run(args: argparse.Namespace) -> int:
     """Gather this node's state once, diagnose it, print the verdicts."""
     from krnet.config import load_settings
-    from krnet.core.diagnose import diagnose
-    from krnet.core.state import gather_snapshot
+    from krnet.core.observe.diagnose.engine import diagnose
+    from krnet.core.observe.gather import gather_snapshot
 
     snapshot = gather_snapshot(load_settings(args), probe=args.probe)
     checks = diagnose(snapshot)

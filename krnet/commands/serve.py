@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from krnet.config import load_settings
-from krnet.core.token import read_token
+from krnet.core.protocol.token import read_token
 
 if TYPE_CHECKING:
-    from krnet.config import Settings
-    from krnet.core.dataplane_seam import RunnerDataPlane
-    from krnet.core.store import Store
+    from krnet.core.control.planes import RunnerDataPlane
+    from krnet.core.model.settings import Settings
+    from krnet.core.record.store import Store
 
 log = logging.getLogger("krnet.serve")
 
@@ -31,7 +31,7 @@ SPARE_FILES = 64
 
 def run(args: argparse.Namespace) -> int:
     """Run in the configured mode (or --mode) until a signal; exit 0."""
-    from krnet.core.store import Store
+    from krnet.core.record.store import Store
 
     loaded = load_settings(args)
     settings = loaded.settings
@@ -80,8 +80,8 @@ async def _serve(settings: Settings, data_dir: Path, store: Store, token: str) -
 
 
 async def _serve_host(settings: Settings, store: Store, token: str, stop: asyncio.Event) -> None:
-    from krnet.core.dataplane_seam import make_host_dataplane
-    from krnet.core.host import HostService
+    from krnet.core.control.host import HostService
+    from krnet.core.control.planes import make_host_dataplane
 
     service = HostService(settings, store, token, make_host_dataplane(settings, store))
     await service.start()
@@ -94,14 +94,14 @@ async def _serve_host(settings: Settings, store: Store, token: str, stop: asynci
 async def _serve_runner(
     settings: Settings, data_dir: Path, store: Store, token: str, stop: asyncio.Event
 ) -> None:
-    from krnet.core.dataplane_seam import make_runner_dataplane
+    from krnet.core.control.planes import make_runner_dataplane
 
     dataplane = make_runner_dataplane(settings, store)
     await asyncio.to_thread(dataplane.prepare)
     if not settings.overlay_enabled:
         await _keep_default_network(settings, dataplane, stop)
         return
-    from krnet.core.agent import RunnerAgent
+    from krnet.core.control.agent import RunnerAgent
 
     agent = RunnerAgent(settings, data_dir, token, dataplane, store=store)
     running = asyncio.create_task(agent.run())

@@ -9,16 +9,16 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from krnet.config import (
-    Settings,
-    config_path,
-    data_dir_path,
-    is_loopback_reachable_address,
-    load_settings,
-    settings_from,
+from krnet.config import config_path, data_dir_path, load_settings, settings_from
+from krnet.config.sources import flag_name
+from krnet.core.model.settings import Settings, is_loopback_reachable_address
+from krnet.core.protocol.token import (
+    read_token,
+    token_file,
+    token_path,
+    write_private,
+    write_token,
 )
-from krnet.config_sources import flag_name
-from krnet.core.token import read_token, token_file, token_path, write_private, write_token
 from krnet.errors import ConfigError, UsageError
 
 UNIT_NAME = "krnet.service"

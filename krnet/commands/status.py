@@ -6,10 +6,11 @@ import argparse
 import json
 from datetime import UTC, datetime
 
-from krnet.config import Settings, load_settings
-from krnet.core.plan import HOST_DEVICE
-from krnet.core.record_file import database_path, load_runners
-from krnet.core.status import overlay_status, probe_extra, render_overlay_table
+from krnet.config import load_settings
+from krnet.core.model.plan import HOST_DEVICE
+from krnet.core.model.settings import Settings
+from krnet.core.observe.status import overlay_status, probe_extra, render_overlay_table
+from krnet.core.record.reader import database_path, load_runners
 
 
 def run_node_overlay(args: argparse.Namespace) -> int:
@@ -17,7 +18,7 @@ def run_node_overlay(args: argparse.Namespace) -> int:
     loaded = load_settings(args)
     settings = loaded.settings
     if args.connect:
-        from krnet.core.client import fetch_remote_status
+        from krnet.core.protocol.client import fetch_remote_status
 
         status = fetch_remote_status(args.connect, settings, loaded.data_dir)
     else:

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_settings(args)
     settings = loaded.settings
     if args.connect:
-        from krnet.core.client import parse_address
+        from krnet.core.protocol.client import parse_address
 
         host, port = parse_address(args.connect, settings.join_port)
         source = remote_source(args.connect, loaded)

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from krnet.core.plan import IFNAME_MAX
+from krnet.core.model.plan import IFNAME_MAX
 
 PREFIX = "krt"
 NETNS_DIR = Path("/run/netns")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from krnet.core import firewall
-from krnet.core.check import Context
-from krnet.core.diagnose_firewall import firewall_plan, guard_peers
-from krnet.core.snapshot import RuleInfo
+from krnet.core.dataplane import firewall
+from krnet.core.model.node_state import RuleInfo
+from krnet.core.observe.diagnose.check import Context
+from krnet.core.observe.diagnose.firewall import firewall_plan, guard_peers
 from krnet.tui.glyphs import problems_or
 from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 from rich.text import Text
 
-from krnet.core.check import Check, Status
+from krnet.core.observe.diagnose.check import Check, Status
 
 GLYPH = {"pass": "✔", "warn": "▲", "fail": "✖"}
 WORD = {"pass": "ok", "warn": "warn", "fail": "FAIL"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import RenderableType
 from rich.text import Text
 
-from krnet.core.plan import RUNNER_TUNNEL, runner_id_from_tunnel
-from krnet.core.snapshot import LinkInfo
+from krnet.core.model.node_state import LinkInfo
+from krnet.core.model.plan import RUNNER_TUNNEL, runner_id_from_tunnel
 from krnet.tui.model import HISTORY, LinkRates, ViewData, human_rate, spark
 from krnet.tui.table import Row, TableView
 

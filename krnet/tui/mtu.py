@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from krnet.core.check import Check, Context
-from krnet.core.diagnose import MTU_CHECKS
-from krnet.core.plan import VXLAN_OVERHEAD
-from krnet.core.records import UNREPORTED
+from krnet.core.model.plan import VXLAN_OVERHEAD
+from krnet.core.model.records import UNREPORTED
+from krnet.core.observe.diagnose.check import Check, Context
+from krnet.core.observe.diagnose.engine import MTU_CHECKS
 from krnet.tui.glyphs import problems_or
 from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView

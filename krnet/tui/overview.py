@@ -7,10 +7,10 @@ from textual.app import ComposeResult
 from textual.containers import Container, Vertical, VerticalScroll
 from textual.widgets import Static
 
-from krnet.core.check import FAIL, PASS, WARN, Context
-from krnet.core.diagnose import worst_first
-from krnet.core.plan import HOST_DEVICE, RUNNER_TUNNEL
-from krnet.core.records import ACTIVE
+from krnet.core.model.plan import HOST_DEVICE, RUNNER_TUNNEL
+from krnet.core.model.records import ACTIVE
+from krnet.core.observe.diagnose.check import FAIL, PASS, WARN, Context
+from krnet.core.observe.diagnose.engine import worst_first
 from krnet.tui.glyphs import GLYPH, STYLE, glyph, problem_lines
 from krnet.tui.model import ViewData
 from krnet.tui.runners import probe_cell

@@ -8,11 +8,11 @@ from ipaddress import IPv4Address
 from rich.console import RenderableType
 from rich.text import Text
 
-from krnet.core.check import PASS, SEVERITY
-from krnet.core.diagnose import format_age
-from krnet.core.plan import RUNNER_TUNNEL
-from krnet.core.records import ACTIVE, RunnerRecord
-from krnet.core.snapshot import ProbeResult
+from krnet.core.model.node_state import ProbeResult
+from krnet.core.model.plan import RUNNER_TUNNEL
+from krnet.core.model.records import ACTIVE, RunnerRecord
+from krnet.core.observe.diagnose.check import PASS, SEVERITY
+from krnet.core.observe.diagnose.engine import format_age
 from krnet.tui.glyphs import health, problem_lines
 from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView

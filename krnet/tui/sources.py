@@ -14,14 +14,15 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any
 
-from krnet.config import Settings
-from krnet.core.records import UNREPORTED, RunnerRecord
-from krnet.core.snapshot import NodeSnapshot, ProbeResult
-from krnet.core.snapshot_json import decode
+from krnet.core.model.codec import decode
+from krnet.core.model.node_state import ProbeResult
+from krnet.core.model.records import UNREPORTED, RunnerRecord
+from krnet.core.model.settings import Settings
+from krnet.core.observe.snapshot import NodeSnapshot
 from krnet.tui.model import SnapshotSource
 
 if TYPE_CHECKING:
-    from krnet.config import LoadedSettings
+    from krnet.core.model.settings import LoadedSettings
 
 REMOTE_UNREAD = (
     "kernel: links and routes are not part of a remote status",
@@ -33,14 +34,14 @@ REMOTE_UNREAD = (
 
 def local_source(loaded: LoadedSettings) -> SnapshotSource:
     """This node, read directly each time (needs root for links, rules and sysctls)."""
-    from krnet.core.state import gather_snapshot
+    from krnet.core.observe.gather import gather_snapshot
 
     return lambda: gather_snapshot(loaded, events=True)
 
 
 def remote_source(address: str, loaded: LoadedSettings) -> SnapshotSource:
     """A remote host at HOST[:PORT], through its authenticated `status` and `snapshot`."""
-    from krnet.core.client import fetch_remote_snapshot
+    from krnet.core.protocol.client import fetch_remote_snapshot
 
     def fetch() -> NodeSnapshot:
         status, whole = fetch_remote_snapshot(address, loaded.settings, loaded.data_dir)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from krnet.core.check import Context
-from krnet.core.diagnose_links import is_krnet_tunnel
+from krnet.core.observe.diagnose.check import Context
+from krnet.core.observe.diagnose.links import is_krnet_tunnel
 from krnet.tui.glyphs import problems_or
 from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView

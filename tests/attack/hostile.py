@@ -22,7 +22,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from krnet.core.protocol import (
+from krnet.core.protocol.messages import (
     HOST_TO_RUNNER,
     MAX_LINE,
     MESSAGES,
@@ -348,6 +348,14 @@ def run_case(port: int, case: RawBytes | SignedFirst | Session) -> Outcome:
     return outcome
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _signed_first(peer: Peer, case: SignedFirst, outcome: Outcome) -> None:
     runner_nonce = new_nonce()
     fields: dict[str, Any] = {"type": case.kind, "version": 1, "nonce": runner_nonce}
@@ -359,7 +367,8 @@ def _signed_first(peer: Peer, case: SignedFirst, outcome: Outcome) -> None:
         else:
             fields[case.field] = case.value
     nonce = fields.get("nonce")
-    signing_nonce = nonce if isinstance(nonce, str) else runner_nonce
+    # A nonce UTF-8 cannot carry (a lone surrogate) cannot be signed by anyone, attacker included.
+    signing_nonce = nonce if isinstance(nonce, str) and _encodable(nonce) else runner_nonce
     body = {
         **fields,
         "mac": compute_mac(TOKEN, fields, peer.hello["nonce"], signing_nonce, RUNNER_TO_HOST),

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
-from krnet.core.protocol import MAX_LINE, HeartbeatAck, new_nonce
+from krnet.core.protocol.messages import MAX_LINE, HeartbeatAck, new_nonce
 from tests.attack.hostile import (
     CASES,
     HostProcess,
@@ -194,6 +194,8 @@ def test_fuzzed_traffic_leaves_the_host_serving_and_the_record_as_real_joins_lef
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(CASES)
+    # a nonce UTF-8 cannot carry once made the fuzzer's own signing raise (found in CI)
+    @example(SignedFirst("join", "nonce", "\ud800", False))
     def attack(case: RawBytes | SignedFirst | Session) -> None:
         outcome = run_case(live_host.port, case)
         welcomed.update(outcome.welcomed)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from krnet.core.firewall import FirewallPlan, ensure_firewall
+from krnet.core.dataplane.firewall import FirewallPlan, ensure_firewall
 from krnet.lab.namespaces import Lab
 from tests.lab.test_firewall import ROGUE, UDP, iptables, packets, wait_for
 from tests.support import require_privileged
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.privileged
 ROOT = Path(__file__).resolve().parents[2]
 SHOWN = """
 from krnet.config import load_settings
-from krnet.core.state import gather_snapshot
+from krnet.core.observe.gather import gather_snapshot
 from krnet.tui.firewall_view import guard_summary
 from krnet.tui.model import ViewData
 print(guard_summary(ViewData.of(gather_snapshot(load_settings(mode="host")))).plain)

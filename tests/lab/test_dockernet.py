@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from krnet.config import Settings
-from krnet.core import dockernet
-from krnet.core.plan import OverlayPlan
+from krnet.core.dataplane import dockernet
+from krnet.core.model.plan import OverlayPlan
+from krnet.core.model.settings import Settings
 from krnet.errors import DockerError
 from krnet.lab.dockerd import DockerDaemon, busybox_rootfs, ensure_busybox_image, start_dockerd
 from krnet.lab.namespaces import Lab, Node

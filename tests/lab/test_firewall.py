@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from krnet.core.firewall import (
+from krnet.core.dataplane.firewall import (
     FirewallPlan,
     Iptables,
     ensure_firewall,

@@ -1,4 +1,4 @@
-"""krnet.core.netlink and sysctl against a real kernel, inside lab namespaces only.
+"""krnet.core.dataplane.netlink and sysctl against a real kernel, inside lab namespaces only.
 
 Every outcome is read back with iproute2 (`ip -d -j link`, `ip -j route`), independent of the
 code under test; drift is made by hand with `ip` and must be repaired and reported.
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from krnet.core import netlink
-from krnet.core.netlink import KernelState, open_netlink, read_kernel_state, stable_mac
+from krnet.core.dataplane import netlink
+from krnet.core.dataplane.netlink import KernelState, open_netlink, read_kernel_state, stable_mac
 from krnet.lab.namespaces import Lab, Node
 
 pytestmark = pytest.mark.privileged
@@ -334,7 +334,7 @@ def test_refused_change_names_the_link(node: Node) -> None:
 AGENT = """
 import json
 from ipaddress import IPv4Interface
-from krnet.core import netlink, sysctl
+from krnet.core.dataplane import netlink, sysctl
 changes = sysctl.ensure_sysctl("net.ipv4.ip_forward", "1")
 with netlink.open_netlink() as ipr:
     state = netlink.read_kernel_state(ipr)
@@ -363,7 +363,7 @@ def test_sysctl_and_netlink_work_in_the_current_namespace(node: Node) -> None:
 
 
 def test_read_sysctl_of_a_missing_key_is_none() -> None:
-    from krnet.core.sysctl import read_sysctl
+    from krnet.core.dataplane.sysctl import read_sysctl
 
     assert read_sysctl("net.ipv4.no_such_parameter") is None
 

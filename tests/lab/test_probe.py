@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from krnet.core.diagnose import diagnose
-from krnet.core.probe import ProbeBook, ProbeOutcome
+from krnet.core.dataplane.probe import ProbeBook, ProbeOutcome
+from krnet.core.observe.diagnose.engine import diagnose
 from krnet.lab.namespaces import Lab, Node
 from tests.unit.test_diagnose import snapshot
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.privileged
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = (
-    "import json; from krnet.core.probe import ProbeTarget, send_probes; "
+    "import json; from krnet.core.dataplane.probe import ProbeTarget, send_probes; "
     "print(json.dumps([o.__dict__ for o in send_probes("
     "[ProbeTarget(1, 'vxkr1', '10.1.0.1')], 1450, timeout=1.0)]))"
 )

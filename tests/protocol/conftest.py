@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from krnet.core.dataplane_seam import NullHostDataPlane
-from krnet.core.host import HostService, utc_now
-from krnet.core.store import Store
+from krnet.core.control.host import HostService, utc_now
+from krnet.core.control.planes import NullHostDataPlane
+from krnet.core.record.store import Store
 from tests.protocol.peers import HOST_SETTINGS, TOKEN, RunningHost, StartHost
 
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from krnet.config import Settings
-from krnet.core.client import HostConnection
-from krnet.core.dataplane_seam import NullHostDataPlane
-from krnet.core.host import HostService
-from krnet.core.protocol import MAX_LINE, Allocation, Welcome
-from krnet.core.store import Store
-from krnet.core.token import token_path, write_token
+from krnet.core.control.host import HostService
+from krnet.core.control.planes import NullHostDataPlane
+from krnet.core.model.settings import Settings
+from krnet.core.protocol.client import HostConnection
+from krnet.core.protocol.messages import MAX_LINE, Allocation, Welcome
+from krnet.core.protocol.token import token_path, write_token
+from krnet.core.record.store import Store
 
 TOKEN = "5c1f8e2a7b4d9c3e6f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6"
 

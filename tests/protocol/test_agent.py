@@ -16,12 +16,18 @@ from typing import Any
 
 import pytest
 
-from krnet.config import Settings
-from krnet.core.agent import BACKOFF_CAP, RunnerAgent, backoff_delays, load_identity
-from krnet.core.client import HostConnection
-from krnet.core.dataplane_seam import NullRunnerDataPlane
-from krnet.core.protocol import HOST_TO_RUNNER, MAX_LINE, Allocation, Channel, encode_frame
-from krnet.core.store import Store
+from krnet.core.control.agent import BACKOFF_CAP, RunnerAgent, backoff_delays, load_identity
+from krnet.core.control.planes import NullRunnerDataPlane
+from krnet.core.model.settings import Settings
+from krnet.core.protocol.client import HostConnection
+from krnet.core.protocol.messages import (
+    HOST_TO_RUNNER,
+    MAX_LINE,
+    Allocation,
+    Channel,
+    encode_frame,
+)
+from krnet.core.record.store import Store
 from krnet.errors import ConfigError, KernelError, ProtocolError
 from tests.protocol.peers import (
     TOKEN,

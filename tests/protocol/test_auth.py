@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from krnet.core.protocol import (
+from krnet.core.protocol.messages import (
     HOST_TO_RUNNER,
     MESSAGES,
     RUNNER_TO_HOST,

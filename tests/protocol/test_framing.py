@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from krnet.core import protocol
-from krnet.core.protocol import (
+from krnet.core.protocol import messages as protocol
+from krnet.core.protocol.messages import (
     MAX_LINE,
     Heartbeat,
     Join,

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from krnet.core.protocol import (
+from krnet.core.protocol.messages import (
     MAX_LINE,
     MESSAGES,
     Message,

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from krnet.core.client import parse_address
-from krnet.core.dataplane_seam import NullHostDataPlane
-from krnet.core.protocol import (
+from krnet.core.control.planes import NullHostDataPlane
+from krnet.core.model.records import RunnerRecord
+from krnet.core.protocol.client import parse_address
+from krnet.core.protocol.messages import (
     HOST_TO_RUNNER,
     MAX_LINE,
     Allocation,
@@ -23,9 +24,8 @@ from krnet.core.protocol import (
     HeartbeatAck,
     new_nonce,
 )
-from krnet.core.records import RunnerRecord
-from krnet.core.store import Store
-from krnet.core.token import token_path, write_token
+from krnet.core.protocol.token import token_path, write_token
+from krnet.core.record.store import Store
 from krnet.errors import KernelError, ProtocolError, UsageError
 from tests.protocol.peers import (
     TOKEN,
@@ -165,8 +165,8 @@ async def test_runner_behind_nat_keeps_its_claimed_address(host: RunningHost) ->
 
 
 async def test_status_request_returns_the_overlay_status(host: RunningHost) -> None:
-    from krnet.core.client import request_status
-    from krnet.core.status import overlay_status
+    from krnet.core.observe.status import overlay_status
+    from krnet.core.protocol.client import request_status
 
     await join_once(host.port, hostname="runner-a")
     status = await request_status("127.0.0.1", host.port, TOKEN, timeout=5.0)
@@ -182,7 +182,7 @@ async def test_status_request_returns_the_overlay_status(host: RunningHost) -> N
 
 
 async def test_status_request_with_a_wrong_token_is_refused(host: RunningHost) -> None:
-    from krnet.core.client import request_status
+    from krnet.core.protocol.client import request_status
 
     with pytest.raises(ProtocolError) as caught:
         await request_status("127.0.0.1", host.port, "0" * 64, timeout=5.0)

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from krnet.core.client import MAX_SNAPSHOT, request_snapshot
-from krnet.core.protocol import (
+from krnet.core.model.records import JoinRequest
+from krnet.core.observe.snapshot import NodeSnapshot
+from krnet.core.observe.snapshot_json import loads
+from krnet.core.protocol.client import MAX_SNAPSHOT, request_snapshot
+from krnet.core.protocol.messages import (
     HOST_TO_RUNNER,
     MAX_LINE,
     PROTOCOL_VERSION,
@@ -27,10 +30,7 @@ from krnet.core.protocol import (
     read_frame,
     split_snapshot,
 )
-from krnet.core.records import JoinRequest
-from krnet.core.snapshot import NodeSnapshot
-from krnet.core.snapshot_json import loads
-from krnet.core.store import Store
+from krnet.core.record.store import Store
 from krnet.errors import ProtocolError
 from tests.protocol.peers import HOST_SETTINGS, TOKEN, RunningHost, StartHost, connect, join_once
 from tests.protocol.test_auth import documented_blocks

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from krnet.config import LoadedSettings, Settings
-from krnet.core.diagnose import diagnose
-from krnet.core.status import overlay_status
+from krnet.core.model.settings import LoadedSettings, Settings
+from krnet.core.observe.diagnose.engine import diagnose
+from krnet.core.observe.status import overlay_status
 from krnet.tui.app import KrnetApp
 from krnet.tui.sources import remote_source, snapshot_from_status
 from tests.protocol.peers import TOKEN, RunningHost, join_once

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from krnet.core.allocator import choose_runner_id, find_returning
-from krnet.core.records import ACTIVE, INACTIVE, JoinRequest, RunnerRecord
+from krnet.core.model.allocator import choose_runner_id, find_returning
+from krnet.core.model.records import ACTIVE, INACTIVE, JoinRequest, RunnerRecord
 from krnet.errors import PoolExhaustedError
 
 T0 = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)

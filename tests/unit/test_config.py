@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from krnet.cli import main
-from krnet.config import (
+from krnet.config import load_settings, settings_from
+from krnet.core.model.settings import (
     Settings,
     check_mtu_fits_underlay,
     is_loopback_reachable_address,
-    load_settings,
-    settings_from,
 )
 from krnet.errors import ConfigError
 
@@ -502,7 +501,7 @@ def test_importing_config_stays_cheap() -> None:
     code = (
         "import sys, krnet.config; "
         "print(sorted(m for m in ('tomllib', 'platformdirs', 'difflib', "
-        "'krnet.config_sources', 'krnet.config_checks') if m in sys.modules))"
+        "'krnet.config.sources', 'krnet.config.checks') if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from krnet.core.diagnose import (
+from krnet.core.model.node_state import ProbeResult
+from krnet.core.observe.diagnose.engine import (
     FAIL,
     PASS,
     WARN,
@@ -20,8 +21,8 @@ from krnet.core.diagnose import (
     worst_first,
     worst_status,
 )
-from krnet.core.snapshot import NodeSnapshot, ProbeResult
-from krnet.core.snapshot_json import load_file
+from krnet.core.observe.snapshot import NodeSnapshot
+from krnet.core.observe.snapshot_json import load_file
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots"
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from krnet.core.firewall import (
+from krnet.core.dataplane.firewall import (
     GUARD_CHAIN,
     FirewallPlan,
     Iptables,
@@ -29,7 +29,7 @@ from krnet.core.firewall import (
     removal_steps,
     remove_firewall,
 )
-from krnet.core.snapshot import RuleInfo
+from krnet.core.model.node_state import RuleInfo
 from krnet.errors import FirewallError
 
 RUNNER = FirewallPlan("runner", "10.0.0.1/8", 4789, True, ["192.0.2.1"], ["kohaku-overlay"])

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from krnet.core.firewall import FirewallPlan, Iptables, ensure_firewall, remove_firewall
-from krnet.core.firewalld import Firewalld
+from krnet.core.dataplane.firewall import FirewallPlan, Iptables, ensure_firewall, remove_firewall
+from krnet.core.dataplane.firewalld import Firewalld
 from krnet.errors import FirewallError
 
 FAKE = """\

@@ -16,9 +16,9 @@ from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from krnet.cli import main
-from krnet.core.database import alembic_config, migrations_dir, open_engine
-from krnet.core.record_file import SCHEMA_HEAD, database_path, load_runners, read_runners
-from krnet.core.store import Store
+from krnet.core.record.database import alembic_config, migrations_dir, open_engine
+from krnet.core.record.reader import SCHEMA_HEAD, database_path, load_runners, read_runners
+from krnet.core.record.store import Store
 from krnet.errors import StoreError
 
 FIRST = "0001_initial"

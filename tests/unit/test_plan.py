@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from krnet.core.plan import (
+from krnet.core.model.plan import (
     IFNAME_MAX,
     MAX_VNI,
     OverlayPlan,

@@ -7,8 +7,7 @@ import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from krnet.config import Settings
-from krnet.core.probe import (
+from krnet.core.dataplane.probe import (
     FULL,
     SMALL,
     ProbeBook,
@@ -22,6 +21,7 @@ from krnet.core.probe import (
     read_results,
     write_results,
 )
+from krnet.core.model.settings import Settings
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
 

@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 
 from krnet.cli import main
-from krnet.config import Settings, load_settings
-from krnet.core.token import generate_token, read_token, rotate_token, write_token
+from krnet.config import load_settings
+from krnet.core.model.settings import Settings
+from krnet.core.protocol.token import (
+    generate_token,
+    read_token,
+    rotate_token,
+    write_token,
+)
 from krnet.errors import ConfigError
 
 

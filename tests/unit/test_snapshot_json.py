@@ -11,19 +11,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from krnet.config import Settings
-from krnet.core.records import EventRecord, RunnerRecord
-from krnet.core.snapshot import (
+from krnet.core.model.node_state import (
     DockerNetworkInfo,
     DockerState,
     LinkInfo,
-    NodeSnapshot,
     ProbeResult,
     RouteInfo,
     RuleInfo,
     VxlanInfo,
 )
-from krnet.core.snapshot_json import dumps, load_file, loads, snapshot_from_json, snapshot_to_json
+from krnet.core.model.records import EventRecord, RunnerRecord
+from krnet.core.model.settings import Settings
+from krnet.core.observe.snapshot import NodeSnapshot
+from krnet.core.observe.snapshot_json import (
+    dumps,
+    load_file,
+    loads,
+    snapshot_from_json,
+    snapshot_to_json,
+)
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "snapshots").glob("*.json"))
 

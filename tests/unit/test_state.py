@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from krnet.core.snapshot import RouteInfo
-from krnet.core.state import sysctl_keys, underlay_link
+from krnet.core.model.node_state import RouteInfo
+from krnet.core.observe.gather import sysctl_keys, underlay_link
 from tests.unit.test_diagnose import snapshot
 
 

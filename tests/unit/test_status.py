@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from krnet.cli import main
-from krnet.config import Settings
-from krnet.core.record_file import database_path
-from krnet.core.records import ACTIVE, INACTIVE, UNREPORTED, JoinRequest, RunnerRecord
-from krnet.core.status import overlay_status, render_overlay_table
-from krnet.core.store import Store
+from krnet.core.model.records import ACTIVE, INACTIVE, UNREPORTED, JoinRequest, RunnerRecord
+from krnet.core.model.settings import Settings
+from krnet.core.observe.status import overlay_status, render_overlay_table
+from krnet.core.record.reader import database_path
+from krnet.core.record.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 28, 1, 2, 3, 456789, tzinfo=UTC)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from krnet.core.plan import OverlayPlan
-from krnet.core.record_file import SCHEMA_HEAD, database_path, read_runners
-from krnet.core.records import ACTIVE, INACTIVE, UNREPORTED, JoinRequest
-from krnet.core.store import Store
+from krnet.core.model.plan import OverlayPlan
+from krnet.core.model.records import ACTIVE, INACTIVE, UNREPORTED, JoinRequest
+from krnet.core.record.reader import SCHEMA_HEAD, database_path, read_runners
+from krnet.core.record.store import Store
 from krnet.errors import PoolExhaustedError, StoreError
 
 PLAN = OverlayPlan.build("10.0.0.1", 8, 16, 100)

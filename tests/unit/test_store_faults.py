@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from krnet.config import Settings
-from krnet.core.record_file import database_path
-from krnet.core.records import JoinRequest
-from krnet.core.store import Store
+from krnet.core.model.records import JoinRequest
+from krnet.core.model.settings import Settings
+from krnet.core.record.reader import database_path
+from krnet.core.record.store import Store
 from krnet.errors import StoreError
 from scripts import fault_store
 from tests.support import require_privileged

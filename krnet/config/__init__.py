@@ -1,0 +1,137 @@
+"""Loading settings: the one way a command gets them.
+
+Sources, later wins: defaults -> ~/.kohakuriver/{host,runner}_config.py (read with `ast`,
+never executed) -> krnet.toml -> KRNET_<NAME> environment -> command-line flags. Reading the
+sources lives in `krnet.config.sources`, the checks in `krnet.config.checks`; both are
+imported only when settings are loaded, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from krnet.core.model.settings import LoadedSettings, Settings
+
+if TYPE_CHECKING:
+    import argparse
+
+APP_NAME = "krnet"
+CONFIG_FILE_NAME = "krnet.toml"
+REFERENCE_DIR = ".kohakuriver"
+
+
+def _user_dir(kind: str, environ: Mapping[str, str] | None, home: Path | None) -> Path:
+    """platformdirs' user config/data dir; computed from `environ`/`home` when they are given.
+
+    Given either, the XDG rule platformdirs applies on Linux is applied to them instead of to
+    the process's own, so tests and callers never read the real home.
+    """
+    if environ is None and home is None:
+        import platformdirs
+
+        getter = platformdirs.user_config_dir if kind == "config" else platformdirs.user_data_dir
+        return Path(getter(APP_NAME))
+    environ = {} if environ is None else environ
+    home = Path.home() if home is None else home
+    variable, fallback = (
+        ("XDG_CONFIG_HOME", ".config") if kind == "config" else ("XDG_DATA_HOME", ".local/share")
+    )
+    base = environ.get(variable, "").strip()
+    return (Path(base) if base else home / fallback) / APP_NAME
+
+
+def config_path(
+    args: argparse.Namespace | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> tuple[Path, str | None]:
+    """Where krnet.toml is, and what named it ("--config", "KRNET_CONFIG", None = default)."""
+    env = os.environ if environ is None else environ
+    if args is not None and getattr(args, "config", None):
+        return Path(args.config).expanduser().absolute(), "--config"
+    if env.get("KRNET_CONFIG"):
+        return Path(env["KRNET_CONFIG"]).expanduser().absolute(), "KRNET_CONFIG"
+    return _user_dir("config", environ, home) / CONFIG_FILE_NAME, None
+
+
+def data_dir_path(
+    args: argparse.Namespace | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> Path:
+    """Where the database and the join token live: --data-dir, KRNET_DATA_DIR, else platformdirs."""
+    env = os.environ if environ is None else environ
+    if args is not None and getattr(args, "data_dir", None):
+        return Path(args.data_dir).expanduser().absolute()
+    if env.get("KRNET_DATA_DIR"):
+        return Path(env["KRNET_DATA_DIR"]).expanduser().absolute()
+    return _user_dir("data", environ, home)
+
+
+def reference_config_path(mode: str, home: Path | None = None) -> Path:
+    """The reference's ~/.kohakuriver/host_config.py or runner_config.py."""
+    return (Path.home() if home is None else home) / REFERENCE_DIR / f"{mode}_config.py"
+
+
+def load_settings(
+    args: argparse.Namespace | None = None,
+    *,
+    mode: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    home: Path | None = None,
+) -> LoadedSettings:
+    """Every source layered (later wins) and checked: the one way a command gets its settings."""
+    from krnet.config.checks import validate
+    from krnet.config.sources import env_layer, flag_layer, reference_layer, toml_layer
+
+    path, named_by = config_path(args, environ=environ, home=home)
+    toml = toml_layer(path, named_by)
+    flags = flag_layer(
+        {**_serve_flags(args), **(overrides or {}), **({"mode": mode} if mode else {})}
+    )
+    environment = env_layer(os.environ if environ is None else environ)
+    chosen = next(
+        (layer["mode"][0] for layer in (flags, environment, toml) if "mode" in layer),
+        Settings().mode,
+    )
+    reference = reference_layer(reference_config_path(str(chosen), home))
+    values: dict[str, object] = {}
+    sources = dict.fromkeys(asdict(Settings()), "default")
+    for layer in (reference, toml, environment, flags):
+        for key, (value, source) in layer.items():
+            values[key] = value
+            sources[key] = source
+    settings = replace(Settings(), **values)
+    validate(settings, sources)
+    return LoadedSettings(
+        settings=settings,
+        sources=sources,
+        config_file=path if path.is_file() else None,
+        data_dir=data_dir_path(args, environ=environ, home=home),
+        config_path=path,
+    )
+
+
+def _serve_flags(args: argparse.Namespace | None) -> dict[str, object]:
+    """`krnet serve --mode` is the one command-line flag that is itself a setting."""
+    if args is not None and getattr(args, "command", None) == "serve":
+        return {"mode": getattr(args, "mode", None)}
+    return {}
+
+
+def settings_from(values: Mapping[str, object], source: str) -> Settings:
+    """Settings from defaults plus `values` (typed, e.g. what `krnet init` writes), checked."""
+    from krnet.config.checks import validate
+    from krnet.config.sources import typed_layer
+
+    layer = typed_layer(values, source)
+    settings = replace(Settings(), **{key: value for key, (value, _) in layer.items()})
+    validate(settings, dict.fromkeys(layer, source))
+    return settings

@@ -1,0 +1,244 @@
+"""The runner agent: joins the host, applies its allocation, heartbeats, and reconnects.
+
+A runner configures nothing until the host has proved it holds the join token (the `welcome`
+MAC). After any failure it reconnects with bounded exponential backoff and jitter; it matches
+its old id through the persistent identity kept in its data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, ip_address
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from krnet.core.model.records import JoinRequest
+from krnet.core.protocol.client import HostConnection
+from krnet.core.protocol.messages import (
+    Allocation,
+    HeartbeatAck,
+    Welcome,
+    applied_of,
+)
+from krnet.errors import ConfigError, KrnetError, ProtocolError
+
+if TYPE_CHECKING:
+    from krnet.core.control.planes import RunnerDataPlane
+    from krnet.core.model.settings import Settings
+    from krnet.core.record.store import Store
+
+log = logging.getLogger("krnet.runner")
+
+IDENTITY_FILE = "runner_identity"
+BACKOFF_FIRST = 1.0
+BACKOFF_CAP = 30.0
+_IDENTITY = re.compile(r"[0-9a-f]{32}")
+
+
+def load_identity(data_dir: Path) -> str:
+    """This runner's persistent identity: a random id created once in the data dir (0600)."""
+    path = data_dir / IDENTITY_FILE
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path} ({exc.strerror}): check --data-dir") from None
+    else:
+        with os.fdopen(descriptor, "w", encoding="ascii") as stream:
+            stream.write(uuid.uuid4().hex + "\n")
+    try:
+        identity = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the runner identity {path}: {exc}") from None
+    if not _IDENTITY.fullmatch(identity):
+        raise ConfigError(
+            f"{path} does not hold a runner identity (32 hex digits): delete it and krnet "
+            "makes a new one (the host then treats this runner as new)"
+        )
+    return identity
+
+
+def backoff_delays(rng: random.Random, first: float = BACKOFF_FIRST) -> Iterator[float]:
+    """Reconnect delays: doubling up to BACKOFF_CAP, each jittered into [half, whole]."""
+    ceiling = first
+    while True:
+        yield rng.uniform(ceiling / 2, ceiling)
+        ceiling = min(BACKOFF_CAP, ceiling * 2)
+
+
+class RunnerAgent:
+    """Keeps this runner joined to the host, for as long as `run` runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        data_dir: Path,
+        token: str,
+        dataplane: RunnerDataPlane,
+        *,
+        store: Store | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not settings.host_address:
+            raise ConfigError(
+                "host_address is not set: a runner needs the host's address "
+                "(krnet.toml host_address, or KRNET_HOST_ADDRESS)"
+            )
+        self.settings = settings
+        self.host_address: str = settings.host_address
+        self.data_dir = data_dir
+        self.token = token
+        self.dataplane = dataplane
+        self.store = store
+        self.identity = load_identity(data_dir)
+        self.hostname = socket.gethostname()
+        self.applied: Allocation | None = None
+        self._rng = rng or random.Random()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Leave `run` at the next opportunity; tunnels and the allocation stay (DESIGN.md)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Join, heartbeat, and reconnect after every failure until `stop`."""
+        delays = backoff_delays(self._rng)
+        where = f"{self.host_address}:{self.settings.join_port}"
+        while not self._stop.is_set():
+            try:
+                joined = await self._session()
+            except ProtocolError as exc:
+                log.error("%s: %s [%s]; nothing configured from this answer", where, exc, exc.code)
+                joined = False
+            except (OSError, TimeoutError) as exc:
+                log.warning("%s: cannot talk to the host (%s)", where, exc or type(exc).__name__)
+                joined = False
+            if joined:
+                delays = backoff_delays(self._rng)
+            if self._stop.is_set():
+                break
+            delay = next(delays)
+            log.info("reconnecting to %s in %.1f s", where, delay)
+            await self._wait(delay)
+
+    async def _session(self) -> bool:
+        """One connection: join, then heartbeats. True when the host welcomed us."""
+        connection = await HostConnection.open(
+            self.host_address,
+            self.settings.join_port,
+            self.token,
+            self.settings.handshake_timeout,
+        )
+        try:
+            request = self._request(connection.local_address)
+            await connection.send_first("join", _join_fields(request))
+            welcome = await connection.receive(Welcome)
+            allocation = welcome.allocation()
+            log.info(
+                "joined as runner %d: subnet %s, VNI %d, host %s",
+                allocation.runner_id,
+                allocation.subnet,
+                allocation.vni,
+                allocation.host_physical_ip,
+            )
+            await self._apply(allocation, request)
+            await self._heartbeats(connection, allocation, request)
+            return True
+        finally:
+            await connection.close()
+
+    async def _heartbeats(
+        self, connection: HostConnection, allocation: Allocation, request: JoinRequest
+    ) -> None:
+        """Report what is applied and observed; apply the host's answer when it differs."""
+        while not await self._wait(allocation.heartbeat_interval):
+            observed = await self._observe()
+            applied = applied_of(self.applied).model_dump() if self.applied else None
+            await connection.send({"type": "heartbeat", "applied": applied, "observed": observed})
+            ack = await connection.receive(HeartbeatAck)
+            desired = ack.allocation()
+            if desired != self.applied:
+                log.info("host sent runner %d's allocation again; applying it", desired.runner_id)
+                await self._apply(desired, request)
+            elif self.store is not None:
+                await asyncio.to_thread(
+                    self.store.heartbeat,
+                    desired.runner_id,
+                    now=datetime.now(UTC),
+                    observed=observed,
+                )
+
+    async def _apply(self, allocation: Allocation, request: JoinRequest) -> None:
+        try:
+            await asyncio.to_thread(self.dataplane.apply, allocation)
+        except KrnetError as exc:
+            log.error("runner %d: could not apply the allocation: %s", allocation.runner_id, exc)
+            self.applied = None
+            return
+        self.applied = allocation
+        if self.store is not None:
+            await asyncio.to_thread(
+                self.store.keep_own_allocation,
+                allocation.runner_id,
+                request,
+                vni=allocation.vni,
+                subnet=allocation.subnet,
+                now=datetime.now(UTC),
+            )
+
+    async def _observe(self) -> dict[str, Any]:
+        try:
+            return dict(await asyncio.to_thread(self.dataplane.observe))
+        except KrnetError as exc:
+            return {"error": str(exc)}
+
+    def _request(self, local_address: str) -> JoinRequest:
+        physical_ip = self.settings.runner_address or _ipv4_or_fail(local_address)
+        return JoinRequest(
+            identity=self.identity,
+            hostname=self.hostname,
+            physical_ip=physical_ip,
+            vxlan_id=self.settings.overlay_vxlan_id,
+            vxlan_port=self.settings.overlay_vxlan_port,
+            mtu=self.settings.overlay_mtu,
+        )
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep, waking early on `stop`; True when stopped."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _join_fields(request: JoinRequest) -> dict[str, Any]:
+    return {
+        "identity": request.identity,
+        "hostname": request.hostname,
+        "physical_ip": request.physical_ip,
+        "vxlan_id": request.vxlan_id,
+        "vxlan_port": request.vxlan_port,
+        "mtu": request.mtu,
+    }
+
+
+def _ipv4_or_fail(address: str) -> str:
+    parsed = ip_address(address)
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    if isinstance(parsed, IPv4Address) or mapped is not None:
+        return str(mapped or parsed)
+    raise ConfigError(
+        f"this runner reaches the host over IPv6 ({address}); the VXLAN underlay is IPv4: "
+        "set runner_address to this runner's IPv4 address, or host_address to the host's"
+    )

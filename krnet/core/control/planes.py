@@ -1,0 +1,94 @@
+"""The seam between the control plane and the kernel: what the host service and agent call.
+
+The control plane decides; a data plane builds. Calls are blocking (netlink, iptables, Docker)
+and the asyncio side runs them with asyncio.to_thread. The real implementations live in
+`krnet.core.dataplane.host_plane` and `runner_plane`, imported only when the overlay is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from krnet.core.model.records import RunnerRecord
+    from krnet.core.model.settings import Settings
+    from krnet.core.protocol.messages import Allocation
+    from krnet.core.record.store import Store
+
+
+class HostDataPlane(Protocol):
+    def runner_up(self, runner: RunnerRecord, allocation: Allocation) -> None:
+        """Build or update vxkrN (remote = runner.physical_ip) for a joined runner."""
+
+    def runner_gone(self, runner_id: int) -> None:
+        """Remove vxkrN after the runner left or its id went to another runner."""
+
+    def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
+        """Converge the kernel on the record; called at start and every reconcile_interval."""
+
+    def probe(self, runner_ids: Sequence[int]) -> None:
+        """One DF probe round through these runners' tunnels, published for status and doctor."""
+
+
+class RunnerDataPlane(Protocol):
+    def prepare(self) -> None:
+        """Before any join: what containers need while the overlay is not (yet) configured."""
+
+    def apply(self, allocation: Allocation) -> None:
+        """Build the bridge, vxlan0, routes, firewall and Docker network of an allocation."""
+
+    def observe(self) -> dict[str, object]:
+        """The link state this runner sees, reported in heartbeats for mismatch detection."""
+
+
+@dataclass
+class NullHostDataPlane:
+    """Records calls instead of touching the kernel: overlay disabled, and root-free tests."""
+
+    calls: list[tuple[str, object]] = field(default_factory=list)
+
+    def runner_up(self, runner: RunnerRecord, allocation: Allocation) -> None:
+        self.calls.append(("runner_up", allocation))
+
+    def runner_gone(self, runner_id: int) -> None:
+        self.calls.append(("runner_gone", runner_id))
+
+    def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
+        self.calls.append(("reconcile", [runner.runner_id for runner in runners]))
+
+    def probe(self, runner_ids: Sequence[int]) -> None:
+        self.calls.append(("probe", list(runner_ids)))
+
+
+@dataclass
+class NullRunnerDataPlane:
+    """Records allocations instead of building links: overlay disabled, and root-free tests."""
+
+    calls: list[tuple[str, object]] = field(default_factory=list)
+
+    def prepare(self) -> None:
+        self.calls.append(("prepare", None))
+
+    def apply(self, allocation: Allocation) -> None:
+        self.calls.append(("apply", allocation))
+
+    def observe(self) -> dict[str, object]:
+        return {}
+
+
+def make_host_dataplane(settings: Settings, store: Store | None = None) -> HostDataPlane:
+    """The kernel data plane when the overlay is enabled, else the null one."""
+    if not settings.overlay_enabled:
+        return NullHostDataPlane()
+    from krnet.core.dataplane.host_plane import HostPlane
+
+    return HostPlane(settings, store)
+
+
+def make_runner_dataplane(settings: Settings, store: Store | None = None) -> RunnerDataPlane:
+    """The kernel and Docker data plane (with the overlay off it only keeps the default network)."""
+    from krnet.core.dataplane.runner_plane import RunnerPlane
+
+    return RunnerPlane(settings, store)

@@ -1,0 +1,184 @@
+"""The runner's data plane: bridge, `vxlan0`, the route to the overlay, NAT and Docker network.
+
+The kernel side comes first and does not depend on Docker: a runner whose Docker is down still
+has its tunnel, and the Docker network is created once Docker answers (`observe` retries it on
+every heartbeat). Which network containers should use follows the reference's selection table.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import TYPE_CHECKING
+
+from krnet.core.dataplane import dockernet, firewall, netlink, sysctl
+from krnet.core.model.plan import RUNNER_TUNNEL
+from krnet.errors import KrnetError
+
+if TYPE_CHECKING:
+    from krnet.core.model.settings import Settings
+    from krnet.core.protocol.messages import Allocation
+    from krnet.core.record.store import Store
+
+log = logging.getLogger("krnet.runner")
+
+RUNNER_ROLE = "vxlan0"
+BRIDGE_ROLE = "bridge"
+
+
+class RunnerPlane:
+    """Builds and repairs this runner's side of its tunnel and its Docker network."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self._allocation: Allocation | None = None
+        self._overlay_ready = False
+        self._docker_ready = False
+        self._docker_error: str | None = None
+        self._reconciled_at = 0.0
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Before any join: the default network, so containers have one if the overlay fails."""
+        with self._lock:
+            self._ensure_docker()
+
+    def apply(self, allocation: Allocation) -> None:
+        """Converge kernel, firewall and Docker to `allocation`; falls back to the default net."""
+        with self._lock:
+            self._allocation = allocation
+            self._converge(allocation)
+
+    def _converge(self, allocation: Allocation) -> None:
+        try:
+            changes = self._ensure_kernel(allocation) + self._ensure_firewall(allocation)
+        except KrnetError:
+            self._overlay_ready = False
+            self._ensure_docker()
+            raise
+        self._overlay_ready = True
+        self._ensure_docker()
+        # Docker puts its own FORWARD jumps on top when it creates a network: ours go back first.
+        changes += self._ensure_firewall(allocation)
+        self._reconciled_at = time.monotonic()
+        for change in changes:
+            log.info("%s", change)
+            if self.store is not None:  # the runner's event log (`krnet tui`, Events)
+                self.store.record_event("reconcile", change, allocation.runner_id)
+
+    def _reconcile_if_due(self) -> None:
+        """Repair drift (links, routes, rules changed by hand or by Docker) every interval."""
+        due = self._reconciled_at + self.settings.reconcile_interval
+        if self._allocation is None or time.monotonic() < due:
+            return
+        try:
+            self._converge(self._allocation)
+        except KrnetError as exc:
+            log.error("reconcile failed: %s", exc)
+
+    def observe(self) -> dict[str, object]:
+        """What this runner's tunnel really looks like, for heartbeats and mismatch detection."""
+        with self._lock:
+            self._reconcile_if_due()
+            if not self._docker_ready:
+                self._ensure_docker()
+            with netlink.open_netlink() as ipr:
+                state = netlink.read_kernel_state(ipr)
+            tunnel = state.links.get(RUNNER_TUNNEL)
+            bridge_name = self._allocation.bridge_name if self._allocation else None
+            bridge = state.links.get(bridge_name) if bridge_name else None
+            return {
+                "tunnel_present": tunnel is not None,
+                "vni": tunnel.vxlan.vni if tunnel and tunnel.vxlan else None,
+                "remote": tunnel.vxlan.remote if tunnel and tunnel.vxlan else None,
+                "local": tunnel.vxlan.local if tunnel and tunnel.vxlan else None,
+                "port": tunnel.vxlan.port if tunnel and tunnel.vxlan else None,
+                "mtu": tunnel.mtu if tunnel else None,
+                "bridge_mtu": bridge.mtu if bridge else None,
+                "bridge_addresses": list(bridge.addresses) if bridge else [],
+                "tunnel_up": bool(tunnel and tunnel.up),
+                "docker_available": self._docker_ready,
+                "docker_error": self._docker_error,
+                "network": self.selected_network,
+            }
+
+    @property
+    def selected_network(self) -> str:
+        """The Docker network containers should use (reference: "Network Selection")."""
+        return dockernet.select_network(self.settings, self._overlay_ready)
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def _ensure_kernel(self, allocation: Allocation) -> list[str]:
+        subnet = IPv4Network(allocation.subnet)
+        gateway = IPv4Interface(f"{allocation.gateway}/{subnet.prefixlen}")
+        with netlink.open_netlink() as ipr:
+            state = netlink.read_kernel_state(ipr)
+            changes = sysctl.ensure_sysctl("net.ipv4.ip_forward", "1")
+            changes += netlink.ensure_bridge(
+                ipr,
+                state,
+                allocation.bridge_name,
+                interface=gateway,
+                mtu=allocation.mtu,
+                mac=netlink.stable_mac(BRIDGE_ROLE, allocation.vni),
+            )
+            changes += netlink.ensure_vxlan(
+                ipr,
+                state,
+                RUNNER_TUNNEL,
+                vni=allocation.vni,
+                local=allocation.runner_physical_ip,
+                remote=allocation.host_physical_ip,
+                port=allocation.vxlan_port,
+                mtu=allocation.mtu,
+                master=allocation.bridge_name,
+                mac=netlink.stable_mac(RUNNER_ROLE, allocation.vni),
+            )
+            changes += netlink.ensure_route(
+                ipr,
+                state,
+                IPv4Network(allocation.overlay_cidr),
+                via=IPv4Address(allocation.host_ip_on_subnet),
+            )
+        return changes
+
+    def _ensure_firewall(self, allocation: Allocation) -> list[str]:
+        plan = firewall.FirewallPlan(
+            mode="runner",
+            overlay_cidr=allocation.overlay_cidr,
+            vxlan_port=allocation.vxlan_port,
+            guard_enabled=self.settings.vxlan_port_guard,
+            guard_peers=[allocation.host_physical_ip],
+            interfaces=[allocation.bridge_name, RUNNER_TUNNEL],
+        )
+        return firewall.ensure_firewall(plan, firewall.Iptables())
+
+    def _ensure_docker(self) -> None:
+        """The default network always, the overlay one once configured; Docker down is no error.
+
+        Both exist side by side; which one containers use follows the reference's selection
+        table (`selected_network`), so a failed overlay leaves them a working network.
+        """
+        specs = [dockernet.default_network_spec(self.settings)]
+        if self._overlay_ready and self._allocation is not None:
+            specs.append(dockernet.overlay_network_spec(self.settings, self._allocation))
+        try:
+            client = dockernet.connect()
+            try:
+                for spec in specs:
+                    for change in dockernet.ensure_network(client, spec):
+                        log.info("%s", change)
+            finally:
+                client.close()
+        except KrnetError as exc:
+            if str(exc) != self._docker_error:  # once per distinct failure, not every heartbeat
+                log.warning("%s", exc)
+            self._docker_ready, self._docker_error = False, str(exc)
+            return
+        if self._docker_error is not None:
+            log.info("Docker answers again: %s in place", ", ".join(spec.name for spec in specs))
+        self._docker_ready, self._docker_error = True, None

@@ -1,0 +1,93 @@
+"""One diagnosis result, and the read-only view of a snapshot every check function works from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from ipaddress import IPv4Interface
+from typing import Any, Literal
+
+from krnet.core.model.node_state import LinkInfo
+from krnet.core.model.plan import RUNNER_TUNNEL, OverlayPlan, tunnel_name
+from krnet.core.model.records import RunnerRecord
+from krnet.core.observe.snapshot import NodeSnapshot
+
+Status = Literal["pass", "warn", "fail"]
+PASS: Status = "pass"
+WARN: Status = "warn"
+FAIL: Status = "fail"
+SEVERITY: dict[str, int] = {PASS: 0, WARN: 1, FAIL: 2}
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check's verdict; `fix` is a command or setting a person can apply ("" on pass)."""
+
+    check: str
+    status: Status
+    detail: str
+    fix: str = ""
+    runner_id: int | None = None  # the runner a problem belongs to (health colours, mismatches)
+
+    def to_json(self) -> dict[str, str]:
+        """The `krnet doctor --json` form (DESIGN.md): check, status, detail, fix."""
+        return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+def passed(check: str, problems: list[Check], detail: str) -> list[Check]:
+    """The problems found, or one passing line saying what was verified."""
+    return problems or [Check(check, PASS, detail)]
+
+
+def ip_of(cidr_or_ip: str) -> str:
+    """`10.1.0.254/16` -> `10.1.0.254`; plain addresses unchanged."""
+    return cidr_or_ip.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class Context:
+    """A snapshot with the derived facts several checks share (plan, local addresses, tunnels)."""
+
+    snapshot: NodeSnapshot
+
+    @property
+    def settings(self) -> Any:
+        return self.snapshot.settings
+
+    @cached_property
+    def plan(self) -> OverlayPlan:
+        return self.settings.plan()
+
+    @property
+    def host(self) -> bool:
+        return self.snapshot.mode == "host"
+
+    @property
+    def runners(self) -> tuple[RunnerRecord, ...]:
+        return self.snapshot.runners
+
+    @cached_property
+    def local_addresses(self) -> frozenset[str]:
+        """Every IPv4 address on a link of this node, without prefix."""
+        return frozenset(
+            ip_of(cidr) for link in self.snapshot.links.values() for cidr in link.addresses
+        )
+
+    def tunnel_name(self, runner_id: int) -> str:
+        """The runner's tunnel on this node: `vxkrN` on the host, `vxlan0` on a runner."""
+        return tunnel_name(runner_id) if self.host else RUNNER_TUNNEL
+
+    def link(self, name: str) -> LinkInfo | None:
+        return self.snapshot.links.get(name)
+
+    def unread(self, part: str) -> bool:
+        """Whether gathering `part` ("kernel", "firewall", "docker", ...) failed."""
+        return any(error.startswith(f"{part}:") for error in self.snapshot.errors)
+
+    def expected_interface(self, runner_id: int) -> IPv4Interface:
+        """The address the runner's tunnel end carries on this node (host+254 or gateway)."""
+        addresses = self.plan.runner(runner_id)
+        return addresses.host_interface_address if self.host else addresses.gateway_interface
+
+    def runner_label(self, runner: RunnerRecord) -> str:
+        return f"runner {runner.runner_id} ({runner.hostname}, {runner.physical_ip})"

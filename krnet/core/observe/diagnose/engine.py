@@ -1,0 +1,387 @@
+"""Diagnosis: pure checks over a NodeSnapshot, each pass/warn/fail with a detail and a fix.
+
+`krnet doctor`, the TUI and the per-runner `mismatches` of `krnet node overlay` all read
+these; nothing here touches the machine, so every check is tested from recorded snapshots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from ipaddress import AddressValueError, IPv4Address
+
+from krnet.core.model.node_state import ProbeResult
+from krnet.core.model.plan import RUNNER_TUNNEL, VXLAN_OVERHEAD
+from krnet.core.model.records import UNREPORTED
+from krnet.core.observe.diagnose.check import (
+    FAIL,
+    PASS,
+    SEVERITY,
+    WARN,
+    Check,
+    Context,
+    Status,
+    passed,
+)
+from krnet.core.observe.diagnose.firewall import check_firewall, check_port_guard
+from krnet.core.observe.diagnose.links import (
+    RECONCILE,
+    check_far_ends,
+    check_link_mtu,
+    check_routes,
+    check_rp_filter,
+    check_tunnels,
+    check_underlay_mtu,
+    check_vni_map,
+)
+from krnet.core.observe.snapshot import NodeSnapshot
+
+__all__ = ["FAIL", "PASS", "WARN", "Check", "Status", "diagnose", "runner_mismatches"]
+
+# checks whose problems are differences between what a runner should have and what it has
+MISMATCH_CHECKS = frozenset(
+    {"settings_match", "tunnels", "far_end", "vni_map", "link_mtu", "routes", "reported_mismatch"}
+)
+MTU_CHECKS = frozenset({"underlay_mtu", "link_mtu", "probe"})
+
+
+def diagnose(snapshot: NodeSnapshot) -> list[Check]:
+    """Every check for this node, in a fixed reading order (see `worst_first` for triage)."""
+    ctx = Context(snapshot)
+    checks = _check_read_errors(ctx) + _check_overlay_enabled(ctx)
+    if not snapshot.settings.overlay_enabled:
+        return checks + (_check_docker(ctx) if not ctx.host else [])
+    for run in _host_checks() if ctx.host else _runner_checks():
+        checks += run(ctx)
+    return checks
+
+
+def _host_checks() -> list[Callable[[Context], list[Check]]]:
+    return [
+        _check_reachable_address,
+        *_shared_checks(),
+        check_far_ends,
+        _check_probes,
+        _check_silent_runners,
+        _check_reported_mismatches,
+    ]
+
+
+def _runner_checks() -> list[Callable[[Context], list[Check]]]:
+    return [*_shared_checks(), _check_docker]
+
+
+def _shared_checks() -> list[Callable[[Context], list[Check]]]:
+    return [
+        _check_ip_forward,
+        _check_settings_match,
+        check_tunnels,
+        check_routes,
+        check_vni_map,
+        check_underlay_mtu,
+        check_link_mtu,
+        check_firewall,
+        check_port_guard,
+        check_rp_filter,
+    ]
+
+
+def worst_first(checks: Iterable[Check]) -> list[Check]:
+    """Failures, then warnings, then passes; reading order kept within each."""
+    return sorted(checks, key=lambda check: -SEVERITY[check.status])
+
+
+def worst_status(checks: Iterable[Check]) -> Status:
+    return max((check.status for check in checks), key=SEVERITY.__getitem__, default=PASS)
+
+
+def runner_health(checks: Iterable[Check]) -> dict[int, Status]:
+    """The worst status of the problems attributed to each runner (absent: healthy)."""
+    health: dict[int, Status] = {}
+    for check in checks:
+        rid = check.runner_id
+        if rid is not None and SEVERITY[check.status] > SEVERITY[health.get(rid, PASS)]:
+            health[rid] = check.status
+    return health
+
+
+def runner_mismatches(
+    snapshot: NodeSnapshot, checks: Iterable[Check] | None = None
+) -> dict[int, list[str]]:
+    """Per runner, each difference between what it should have and what it has (may be empty)."""
+    found = diagnose(snapshot) if checks is None else checks
+    mismatches: dict[int, list[str]] = {runner.runner_id: [] for runner in snapshot.runners}
+    for check in found:
+        if (
+            check.runner_id in mismatches
+            and check.check in MISMATCH_CHECKS
+            and check.status != PASS
+        ):
+            mismatches[check.runner_id].append(check.detail)
+    return mismatches
+
+
+def _check_read_errors(ctx: Context) -> list[Check]:
+    return [
+        Check(
+            "read_state",
+            WARN,
+            f"could not read {error}; checks of that part are skipped",
+            "run `sudo krnet doctor` on that node (root reads links, rules and sysctls)",
+        )
+        for error in ctx.snapshot.errors
+    ]
+
+
+def _check_overlay_enabled(ctx: Context) -> list[Check]:
+    if ctx.settings.overlay_enabled:
+        return [Check("overlay_enabled", PASS, "the overlay is enabled")]
+    where = "containers use kohakuriver-net" if not ctx.host else "no tunnels are built"
+    return [
+        Check(
+            "overlay_enabled",
+            WARN,
+            f"overlay_enabled is false: {where}",
+            f"set overlay_enabled = true in krnet.toml (OVERLAY_ENABLED = True in "
+            f"~/.kohakuriver/{ctx.snapshot.mode}_config.py), then restart krnet serve",
+        )
+    ]
+
+
+def _check_reachable_address(ctx: Context) -> list[Check]:
+    """HOST_REACHABLE_ADDRESS must be a non-loopback address on one of this host's links."""
+    if ctx.unread("settings"):
+        return []
+    address = ctx.settings.host_reachable_address
+    candidates = sorted(
+        ip for ip in ctx.local_addresses if not _loopback(ip) and not _overlay(ctx, ip)
+    )
+    example = candidates[0] if candidates else "this host's LAN address"
+    fix = f'set host_reachable_address = "{example}" in krnet.toml (HOST_REACHABLE_ADDRESS)'
+    try:
+        parsed = IPv4Address(address)
+    except AddressValueError:
+        return [Check("host_reachable_address", FAIL, f"{address!r} is not an IPv4 address", fix)]
+    if parsed.is_loopback:
+        detail = (
+            f"host_reachable_address is {address} (loopback): runners cannot reach it; krnet "
+            "falls back to the address each runner's join arrived on"
+        )
+        return [Check("host_reachable_address", WARN, detail, fix)]
+    if ctx.unread("kernel") or address in ctx.local_addresses:
+        return [Check("host_reachable_address", PASS, f"{address} is on a local link")]
+    detail = f"host_reachable_address {address} is on no link of this host: tunnels cannot start"
+    return [Check("host_reachable_address", FAIL, detail, fix)]
+
+
+def _loopback(ip: str) -> bool:
+    return IPv4Address(ip).is_loopback
+
+
+def _overlay(ctx: Context, ip: str) -> bool:
+    return IPv4Address(ip) in ctx.plan.network
+
+
+def _check_ip_forward(ctx: Context) -> list[Check]:
+    if ctx.unread("sysctl"):
+        return []
+    value = ctx.snapshot.sysctls.get("net.ipv4.ip_forward")
+    fix = "sysctl -w net.ipv4.ip_forward=1 (krnet serve sets it on start)"
+    if value == "1":
+        return [Check("ip_forward", PASS, "net.ipv4.ip_forward is 1")]
+    if value is None:
+        return [Check("ip_forward", WARN, "net.ipv4.ip_forward could not be read", fix)]
+    detail = f"net.ipv4.ip_forward is {value}: this node does not route overlay traffic"
+    return [Check("ip_forward", FAIL, detail, fix)]
+
+
+def _check_settings_match(ctx: Context) -> list[Check]:
+    """OVERLAY_VXLAN_ID, OVERLAY_VXLAN_PORT and OVERLAY_MTU must be equal on every node."""
+    settings = ctx.settings
+    problems = []
+    for runner in ctx.runners:
+        reported = {
+            "overlay_vxlan_id": (runner.vxlan_id, settings.overlay_vxlan_id),
+            "overlay_vxlan_port": (runner.vxlan_port, settings.overlay_vxlan_port),
+            "overlay_mtu": (runner.mtu, settings.overlay_mtu),
+        }
+        for name, (theirs, ours) in reported.items():
+            if theirs in (ours, UNREPORTED, None):
+                continue
+            if ctx.host:
+                detail = f"{ctx.runner_label(runner)} has {name} {theirs}, the host has {ours}"
+                fix = f"set {name} = {ours} on {runner.hostname} and restart its agent"
+            else:
+                detail = f"this runner has {name} {ours}, the host has {theirs}"
+                fix = f"set {name} = {theirs} in this runner's krnet.toml and restart krnet serve"
+            problems.append(Check("settings_match", FAIL, detail, fix, runner.runner_id))
+    return passed("settings_match", problems, "VNI base, port and MTU match on every node")
+
+
+def _check_silent_runners(ctx: Context) -> list[Check]:
+    timeout = ctx.settings.runner_timeout
+    problems = []
+    for runner in ctx.runners:
+        silence = ctx.snapshot.taken_at - runner.last_seen
+        if silence <= timedelta(seconds=timeout):
+            continue
+        problems.append(
+            Check(
+                "runner_silent",
+                WARN,
+                f"{ctx.runner_label(runner)} silent for {format_age(silence)} (runner_timeout "
+                f"{timeout:g}s); its tunnel {ctx.tunnel_name(runner.runner_id)} stays up",
+                f"on {runner.hostname}: systemctl status krnet; it must reach this host's "
+                f"join port {ctx.settings.join_port}",
+                runner.runner_id,
+            )
+        )
+    return passed("runner_silent", problems, "every runner was heard within runner_timeout")
+
+
+def format_age(age: timedelta) -> str:
+    """`75s` -> `1m 15s`: short enough for a table cell."""
+    seconds = max(0, int(age.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    shown = [f"{value}{unit}" for value, unit in parts if value][:2]
+    return " ".join(shown) or "0s"
+
+
+def _check_probes(ctx: Context) -> list[Check]:
+    """The hub's DF probe: a black hole drops only full-size packets, a blocked port all."""
+    problems = []
+    for runner_id, probe in sorted(ctx.snapshot.probes.items()):
+        problem = _probe_problem(ctx, runner_id, probe)
+        if problem is not None:
+            problems.append(problem)
+    if not ctx.snapshot.probes:
+        return [Check("probe", PASS, "no probe results (krnet doctor --probe sends them)")]
+    return passed("probe", problems, "every tunnel carries full-size DF packets")
+
+
+def _probe_problem(ctx: Context, runner_id: int, probe: ProbeResult) -> Check | None:
+    mtu, port = ctx.settings.overlay_mtu, ctx.settings.overlay_vxlan_port
+    name = ctx.tunnel_name(runner_id)
+    gateway = ctx.plan.runner(runner_id).gateway
+    if probe.sent == 0 or probe.loss == 0:
+        return None
+    if probe.loss == 1 and probe.small_received > 0:
+        return Check(
+            "probe",
+            FAIL,
+            f"MTU black hole on {name}: small packets reach {gateway}, none at the full "
+            f"overlay MTU {mtu} with DF set; the path carries less than {mtu + VXLAN_OVERHEAD}",
+            f"set overlay_mtu to the path MTU minus {VXLAN_OVERHEAD} on the host and every "
+            f"runner (test: ping -M do -s {mtu - 28} -I {name} {gateway})",
+            runner_id,
+        )
+    if probe.loss == 1:
+        return Check(
+            "probe",
+            FAIL,
+            f"nothing passes {name} to {gateway}: UDP {port} is blocked between host and runner, "
+            "or the runner is down",
+            f"open UDP {port} on both ends (iptables -I INPUT -p udp --dport {port} -j ACCEPT, "
+            "firewall-cmd --add-port, or the cloud security group)",
+            runner_id,
+        )
+    return Check(
+        "probe",
+        WARN,
+        f"{probe.loss:.0%} of full-size probes through {name} were lost",
+        f"check the underlay between host and runner {runner_id} (ping -M do -s {mtu - 28} "
+        f"-I {name} {gateway})",
+        runner_id,
+    )
+
+
+def _check_docker(ctx: Context) -> list[Check]:
+    """Docker answers, and the network containers should use exists as planned."""
+    docker = ctx.snapshot.docker
+    if docker is None:
+        return []
+    if not docker.available:
+        return [
+            Check(
+                "docker",
+                FAIL,
+                docker.error or "Docker does not answer",
+                "start Docker (systemctl start docker) or set DOCKER_HOST; krnet creates "
+                "its network once Docker answers",
+            )
+        ]
+    settings = ctx.settings
+    tunnel = ctx.link(RUNNER_TUNNEL)
+    bridge = ctx.link(settings.overlay_bridge_name)
+    ready = bool(tunnel and tunnel.up and bridge and ctx.runners)
+    want = settings.overlay_network_name if settings.overlay_enabled and ready else None
+    want = want or settings.docker_network_name
+    problems = []
+    if docker.selected_network != want:
+        problems.append(
+            Check(
+                "docker",
+                FAIL,
+                f"containers are pointed at {docker.selected_network}, "
+                f"but this node calls for {want}",
+                RECONCILE,
+            )
+        )
+    elif settings.overlay_enabled and want == settings.docker_network_name:
+        problems.append(
+            Check(
+                "docker",
+                WARN,
+                f"the overlay is enabled but not set up: containers use "
+                f"{want} ({settings.docker_network_subnet})",
+                RECONCILE,
+            )
+        )
+    problems += _network_problems(ctx, want)
+    return passed("docker", problems, f"Docker answers; containers use {want}")
+
+
+def _network_problems(ctx: Context, name: str) -> list[Check]:
+    docker = ctx.snapshot.docker
+    assert docker is not None
+    network = next((n for n in docker.networks if n.name == name), None)
+    if network is None:
+        return [Check("docker", FAIL, f"Docker network {name} does not exist", RECONCILE)]
+    settings = ctx.settings
+    if name == settings.overlay_network_name:
+        addresses = ctx.plan.runner(ctx.runners[0].runner_id)
+        wanted = {
+            "subnet": (network.subnet, str(addresses.subnet)),
+            "gateway": (network.gateway, str(addresses.gateway)),
+            "bridge": (network.bridge, settings.overlay_bridge_name),
+            "reserved addresses": (
+                sorted(network.aux_addresses.values()),
+                sorted({*network.aux_addresses.values(), str(addresses.host_ip_on_subnet)}),
+            ),
+        }
+    else:
+        wanted = {
+            "subnet": (network.subnet, settings.docker_network_subnet),
+            "gateway": (network.gateway, settings.docker_network_gateway),
+        }
+    return [
+        Check(
+            "docker",
+            FAIL,
+            f"Docker network {name} has {what} {actual}, expected {want}",
+            f"docker network rm {name} (after stopping its containers); then {RECONCILE}",
+        )
+        for what, (actual, want) in wanted.items()
+        if actual != want
+    ]
+
+
+def _check_reported_mismatches(ctx: Context) -> list[Check]:
+    return [
+        Check("reported_mismatch", FAIL, f"runner {runner_id}: {text}", RECONCILE, runner_id)
+        for runner_id, texts in sorted(ctx.snapshot.reported_mismatches.items())
+        for text in texts
+    ]

@@ -1,0 +1,262 @@
+"""The `krnet node overlay` view: the DESIGN.md JSON object and the human table, from records.
+
+Pure: the caller reads the record (and, if it likes, probes) and passes `now`. A record still
+marked active but silent for longer than `runner_timeout` is shown inactive, so the view is
+right even while no `krnet serve` runs to mark it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from krnet.core.model.plan import (
+    GATEWAY_OFFSET,
+    HOST_ON_SUBNET_OFFSET,
+    RUNNER_TUNNEL,
+    OverlayPlan,
+    tunnel_name,
+)
+from krnet.core.model.records import ACTIVE, INACTIVE, UNREPORTED, RunnerRecord
+from krnet.core.model.settings import Settings
+
+PROBE_STALE_PERIODS = 3  # results older than this many probe intervals are not shown
+
+_TABLE_COLUMNS = (
+    ("ID", "runner_id"),
+    ("RUNNER", "hostname"),
+    ("PHYSICAL IP", "physical_ip"),
+    ("VNI", "vni"),
+    ("SUBNET", "subnet"),
+    ("GATEWAY", "gateway"),
+    ("HOST IP", "host_ip"),
+    ("INTERFACE", "interface"),
+    ("STATUS", "status"),
+    ("NETWORK", "network"),
+    ("LAST SEEN", "last_seen"),
+)
+
+
+def overlay_status(
+    *,
+    mode: str,
+    settings: Settings,
+    runners: Sequence[RunnerRecord],
+    now: datetime,
+    runner_timeout: float,
+    interface_for: Callable[[RunnerRecord], str] | None = None,
+    extra: Mapping[int, Mapping[str, object]] | None = None,
+) -> dict[str, object]:
+    """The object `krnet node overlay --json` prints (DESIGN.md "Command line")."""
+    plan = settings.plan()
+    name_of = interface_for or _default_interface(mode)
+    entries = []
+    for record in sorted(runners, key=lambda record: record.runner_id):
+        entry = _runner_entry(record, mode, settings, plan, now, runner_timeout, name_of(record))
+        _merge(entry, (extra or {}).get(record.runner_id, {}))
+        entries.append(entry)
+    active = sum(1 for entry in entries if entry["status"] == ACTIVE)
+    held = {record.runner_id for record in runners if 1 <= record.runner_id <= plan.max_runners}
+    return {
+        "mode": mode,
+        "host_overlay_ip": str(plan.host_interface),
+        "vxlan_id_base": settings.overlay_vxlan_id,
+        "vxlan_port": settings.overlay_vxlan_port,
+        "mtu": settings.overlay_mtu,
+        "max_runners": plan.max_runners,
+        "total": len(entries),
+        "active": active,
+        "inactive": len(entries) - active,
+        "available_ids": plan.max_runners - len(held),
+        "runners": entries,
+    }
+
+
+def mismatches(
+    record: RunnerRecord, settings: Settings, plan: OverlayPlan, mode: str = "host"
+) -> list[str]:
+    """Where a runner's reported settings, record and observed link disagree with this node."""
+    return (
+        _reported_mismatches(record, settings, mode)
+        + _plan_mismatches(record, plan)
+        + _observed_mismatches(record, settings)
+    )
+
+
+def _reported_mismatches(record: RunnerRecord, settings: Settings, mode: str) -> list[str]:
+    """The settings the runner joined with, against this node's (they must be equal)."""
+    theirs, ours = ("runner", "host") if mode == "host" else ("at join", "configured")
+    compared = [("vxlan_id", record.vxlan_id, settings.overlay_vxlan_id)] + [
+        (name, reported, expected)
+        for name, reported, expected in (
+            ("vxlan_port", record.vxlan_port, settings.overlay_vxlan_port),
+            ("mtu", record.mtu, settings.overlay_mtu),
+        )
+        if reported != UNREPORTED  # an adopted record: the runner never said
+    ]
+    return [
+        f"{name}: {theirs} {reported}, {ours} {expected}"
+        for name, reported, expected in compared
+        if reported != expected
+    ]
+
+
+def _plan_mismatches(record: RunnerRecord, plan: OverlayPlan) -> list[str]:
+    """The record's VNI and subnet, against what the address plan gives its id."""
+    if not 1 <= record.runner_id <= plan.max_runners:
+        return [f"runner id {record.runner_id}: outside this plan's 1..{plan.max_runners}"]
+    planned = plan.runner(record.runner_id)
+    found = []
+    if record.vni != planned.vni:
+        found.append(f"vni: record {record.vni}, plan {planned.vni}")
+    if record.subnet != str(planned.subnet):
+        found.append(f"subnet: record {record.subnet}, plan {planned.subnet}")
+    return found
+
+
+def _observed_mismatches(record: RunnerRecord, settings: Settings) -> list[str]:
+    """The runner's links as its last heartbeat saw them (keys: krnet.core.model.records)."""
+    seen = record.observed
+    if seen.get("error"):
+        return [f"the runner could not read its links: {seen['error']}"]
+    if seen.get("tunnel_present") is False:
+        return [f"runner's {RUNNER_TUNNEL} is missing"]
+    found = [f"runner's {RUNNER_TUNNEL} is down"] if seen.get("tunnel_up") is False else []
+    tunnel, bridge, mtu = RUNNER_TUNNEL, settings.overlay_bridge_name, settings.overlay_mtu
+    expected = {
+        "vni": (tunnel, record.vni),
+        "port": (tunnel, settings.overlay_vxlan_port),
+        "mtu": (tunnel, mtu),
+        "local": (tunnel, record.physical_ip),
+        "bridge_mtu": (bridge, mtu),
+    }
+    found += [
+        f"{key}: runner's {link} has {seen[key]}, expected {value}"
+        for key, (link, value) in expected.items()
+        if seen.get(key) is not None and str(seen[key]) != str(value)
+    ]
+    return found
+
+
+def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = None) -> str:
+    """The human view, like `kohakuriver node overlay`: totals, then one row per runner."""
+    runners = _entries(status)
+    summary = [
+        f"Overlay network ({status['mode']})",
+        f"  Host IP:        {status['host_overlay_ip']}",
+        *([f"  Bridge:         {bridge}"] if bridge else []),
+        f"  VXLAN:          id base {status['vxlan_id_base']}, port {status['vxlan_port']}, "
+        f"MTU {status['mtu']}",
+        f"  Allocations:    {status['total']} ({status['active']} active, "
+        f"{status['inactive']} inactive)",
+        f"  Available IDs:  {status['available_ids']}/{status['max_runners']}",
+        "",
+    ]
+    if not runners:
+        return "\n".join([*summary, "No runner allocations."]) + "\n"
+    rows = [[title for title, _ in _TABLE_COLUMNS]]
+    rows += [[_cell(entry.get(key)) for _, key in _TABLE_COLUMNS] for entry in runners]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_COLUMNS))]
+    table = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    notes = [
+        f"runner {entry['runner_id']} ({entry['hostname']}): {problem}"
+        for entry in runners
+        for problem in _strings(entry.get("mismatches"))
+    ]
+    if notes:
+        table += ["", "Mismatches:", *(f"  {note}" for note in notes)]
+    return "\n".join([*summary, *table]) + "\n"
+
+
+def probe_extra(data_dir: Path, settings: Settings, now: datetime) -> dict[int, dict[str, object]]:
+    """The host service's published probe results as per-runner `probe` objects for `extra`."""
+    from krnet.core.dataplane import probe
+
+    stale_after = PROBE_STALE_PERIODS * settings.probe_interval
+    results = probe.read_results(data_dir / probe.RESULTS_FILE, now, stale_after)
+    return {
+        runner_id: {
+            "probe": {
+                "sent": result.sent,
+                "received": result.received,
+                "loss": round(result.loss, 3),
+                "small_loss": round(result.small_loss, 3),
+                "rtt_ms": result.rtt_ms,
+                "last_success": iso_utc(result.last_success) if result.last_success else None,
+            }
+        }
+        for runner_id, result in results.items()
+    }
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def iso_utc(moment: datetime) -> str:
+    """Whole seconds in UTC, as DESIGN.md writes them: 2026-11-28T01:02:03Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _runner_entry(
+    record: RunnerRecord,
+    mode: str,
+    settings: Settings,
+    plan: OverlayPlan,
+    now: datetime,
+    runner_timeout: float,
+    interface: str,
+) -> dict[str, object]:
+    subnet = IPv4Network(record.subnet)
+    silent = (now - record.last_seen).total_seconds() > runner_timeout
+    return {
+        "runner_id": record.runner_id,
+        "hostname": record.hostname,
+        "physical_ip": record.physical_ip,
+        "vni": record.vni,
+        "subnet": str(subnet),
+        "gateway": str(subnet.network_address + GATEWAY_OFFSET),
+        "host_ip": str(subnet.network_address + HOST_ON_SUBNET_OFFSET),
+        "interface": interface,
+        "status": ACTIVE if record.status == ACTIVE and not silent else INACTIVE,
+        "last_seen": iso_utc(record.last_seen),
+        "mismatches": mismatches(record, settings, plan, mode),
+        # the Docker network its containers should use (reference: "Network Selection"), as the
+        # runner last reported it; None before its first heartbeat
+        "network": record.observed.get("network"),
+        "probe": None,  # the hub's DF probe through this tunnel (host only; see probe_extra)
+    }
+
+
+def _default_interface(mode: str) -> Callable[[RunnerRecord], str]:
+    if mode == "runner":
+        return lambda _record: RUNNER_TUNNEL
+    return lambda record: tunnel_name(record.runner_id)
+
+
+def _merge(entry: dict[str, object], extra: Mapping[str, object]) -> None:
+    """Add per-runner keys; extra mismatches join the computed ones instead of replacing them."""
+    for key, value in extra.items():
+        if key == "mismatches":
+            known = _strings(entry["mismatches"])
+            entry[key] = known + [item for item in _strings(value) if item not in known]
+        else:
+            entry[key] = value
+
+
+def _entries(status: Mapping[str, object]) -> list[Mapping[str, object]]:
+    runners = status.get("runners")
+    return (
+        [entry for entry in runners if isinstance(entry, Mapping)]
+        if isinstance(runners, list)
+        else []
+    )
+
+
+def _strings(value: object) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list | tuple) else []

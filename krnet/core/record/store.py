@@ -1,0 +1,343 @@
+"""The SQLite record: who holds which runner id, and an event log; migrated on open.
+
+Heavy (SQLAlchemy, SQLModel, Alembic): only commands that write or migrate import this module.
+Every write is one `BEGIN IMMEDIATE` transaction, so decisions are serialised across threads
+and processes; WAL lets readers (`node overlay`, the TUI) run beside a writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from sqlmodel import Session, col, select
+
+from krnet.core.model.allocator import choose_runner_id
+from krnet.core.model.plan import OverlayPlan
+from krnet.core.model.records import (
+    ACTIVE,
+    INACTIVE,
+    RUNNER_STATUSES,
+    UNREPORTED,
+    AllocationDecision,
+    EventRecord,
+    JoinRequest,
+    RunnerRecord,
+)
+from krnet.core.record.database import (
+    BEGIN_MODE,
+    BUSY_TIMEOUT,
+    current_revision,
+    explained,
+    migrate,
+    open_engine,
+)
+from krnet.core.record.reader import database_path
+from krnet.core.record.tables import EventRow, RunnerRow
+from krnet.errors import StoreError
+
+_EVENT_KINDS = {"new": "join", "returning": "rejoin", "reclaimed": "reclaim"}
+
+
+class Store:
+    """The record of one node, in `<data_dir>/krnet.db`; safe to share between threads."""
+
+    @classmethod
+    def open(cls, data_dir: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> Store:
+        """The store of a data dir, creating the dir (0700) and the schema when missing."""
+        try:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create data dir {data_dir} ({exc.strerror}): set --data-dir or "
+                "KRNET_DATA_DIR to a writable directory"
+            ) from exc
+        return cls(database_path(data_dir), busy_timeout=busy_timeout)
+
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._engine = open_engine(path, busy_timeout)
+        try:
+            with self._explained():
+                self.migration = migrate(self._engine, path)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def allocate(
+        self, request: JoinRequest, *, plan: OverlayPlan, now: datetime
+    ) -> tuple[AllocationDecision, RunnerRecord]:
+        """Give a joining runner its id (allocator policy) and record it, in one transaction."""
+        with self._session(write=True) as session:
+            rows = session.exec(select(RunnerRow)).all()
+            decision = choose_runner_id([_record(row) for row in rows], request, plan.max_runners)
+            addresses = plan.runner(decision.runner_id)
+            row = session.get(RunnerRow, decision.runner_id)
+            if row is None or decision.kind != "returning":
+                row = row or RunnerRow(runner_id=decision.runner_id)
+                row.first_seen = now
+            # a returning record with an identity has this same one
+            _fill(row, request, vni=addresses.vni, subnet=str(addresses.subnet), now=now)
+            session.add(row)
+            kind = _EVENT_KINDS[decision.kind]
+            _log(session, now, kind, _join_message(decision, row), row.runner_id)
+            session.flush()
+            return decision, _record(row)
+
+    def keep_own_allocation(
+        self, runner_id: int, request: JoinRequest, *, vni: int, subnet: str, now: datetime
+    ) -> RunnerRecord:
+        """A runner's record of itself: one row, the id its host gave it (`node overlay`)."""
+        with self._session(write=True) as session:
+            for stale in session.exec(select(RunnerRow).where(RunnerRow.runner_id != runner_id)):
+                session.delete(stale)
+            row = session.get(RunnerRow, runner_id)
+            if row is None or (row.vni, row.subnet) != (vni, subnet):
+                row = row or RunnerRow(runner_id=runner_id)
+                row.first_seen = now
+                message = f"the host gave this runner id {runner_id}: {subnet}, VNI {vni}"
+                _log(session, now, "join", message, runner_id)
+            _fill(row, request, vni=vni, subnet=subnet, now=now)
+            session.add(row)
+            session.flush()
+            return _record(row)
+
+    def heartbeat(
+        self, runner_id: int, *, now: datetime, observed: dict[str, object]
+    ) -> RunnerRecord | None:
+        """Note that a runner is alive and what it observes; None for an id not in the record."""
+        with self._session(write=True) as session:
+            row = session.get(RunnerRow, runner_id)
+            if row is None:
+                return None
+            _change_status(session, row, ACTIVE, "is heard from again", now)
+            row.last_seen = now
+            row.observed = dict(observed)
+            session.add(row)
+            session.flush()
+            return _record(row)
+
+    def mark_inactive(self, *, older_than: datetime) -> list[int]:
+        """Mark active runners silent since before `older_than` inactive; their ids."""
+        with self._session(write=True) as session:
+            silent = session.exec(
+                select(RunnerRow)
+                .where(RunnerRow.status == ACTIVE, col(RunnerRow.last_seen) < older_than)
+                .order_by(col(RunnerRow.runner_id))
+            ).all()
+            for row in silent:
+                reason = f"inactive: silent since {row.last_seen.isoformat()}"
+                _change_status(session, row, INACTIVE, reason, datetime.now(UTC))
+            return [row.runner_id for row in silent]
+
+    def set_status(self, runner_id: int, status: str) -> bool:
+        """Set a runner's status; False when the id is not in the record."""
+        if status not in RUNNER_STATUSES:
+            raise ValueError(f"runner status must be one of {RUNNER_STATUSES}, not {status!r}")
+        with self._session(write=True) as session:
+            row = session.get(RunnerRow, runner_id)
+            if row is None:
+                return False
+            _change_status(session, row, status, f"set {status}", datetime.now(UTC))
+            return True
+
+    def release(self, runner_id: int) -> RunnerRecord | None:
+        """Delete the record of a runner that left, freeing its id; the record, or None."""
+        with self._session(write=True) as session:
+            row = session.get(RunnerRow, runner_id)
+            if row is None:
+                return None
+            record = _record(row)
+            session.delete(row)
+            message = f"runner {runner_id} ({row.hostname}) left; id {runner_id} is free"
+            _log(session, datetime.now(UTC), "leave", message, runner_id)
+            return record
+
+    def adopt(
+        self,
+        runner_id: int,
+        *,
+        physical_ip: str,
+        vni: int,
+        subnet: str,
+        now: datetime,
+        vxlan_port: int = UNREPORTED,
+        mtu: int = UNREPORTED,
+    ) -> RunnerRecord:
+        """Record as inactive a tunnel the kernel has and the record lost; the existing one else."""
+        with self._session(write=True) as session:
+            row = session.get(RunnerRow, runner_id)
+            if row is not None:
+                return _record(row)
+            row = RunnerRow(
+                runner_id=runner_id,
+                hostname=f"unknown-{runner_id}",
+                physical_ip=physical_ip,
+                vni=vni,
+                subnet=subnet,
+                status=INACTIVE,
+                first_seen=now,
+                last_seen=now,
+                vxlan_id=vni - runner_id,
+                vxlan_port=vxlan_port,
+                mtu=mtu,
+            )
+            session.add(row)
+            message = (
+                f"runner {runner_id}: tunnel to {physical_ip} (VNI {vni}, {subnet}) found in the "
+                "kernel but not in the record; adopted as inactive"
+            )
+            _log(session, now, "adopt", message, runner_id)
+            session.flush()
+            return _record(row)
+
+    def update_physical_ip(self, runner_id: int, physical_ip: str) -> bool:
+        """Change a runner's underlay address; False when the id is not in the record."""
+        with self._session(write=True) as session:
+            row = session.get(RunnerRow, runner_id)
+            if row is None:
+                return False
+            if row.physical_ip != physical_ip:
+                message = f"runner {runner_id} ({row.hostname}) moved from {row.physical_ip}"
+                row.physical_ip = physical_ip
+                session.add(row)
+                _log(
+                    session, datetime.now(UTC), "address", f"{message} to {physical_ip}", runner_id
+                )
+            return True
+
+    def runners(self) -> list[RunnerRecord]:
+        with self._session() as session:
+            rows = session.exec(select(RunnerRow).order_by(col(RunnerRow.runner_id))).all()
+            return [_record(row) for row in rows]
+
+    def runner(self, runner_id: int) -> RunnerRecord | None:
+        with self._session() as session:
+            row = session.get(RunnerRow, runner_id)
+            return None if row is None else _record(row)
+
+    def record_event(
+        self, kind: str, message: str, runner_id: int | None = None, *, now: datetime | None = None
+    ) -> None:
+        with self._session(write=True) as session:
+            _log(session, now or datetime.now(UTC), kind, message, runner_id)
+
+    def events(self, limit: int = 200) -> list[EventRecord]:
+        """The latest events, most recently written first."""
+        with self._session() as session:
+            rows = session.exec(
+                select(EventRow).order_by(col(EventRow.id).desc()).limit(limit)
+            ).all()
+            return [_event(row) for row in rows]
+
+    def revision(self) -> str | None:
+        with self._explained(), self._engine.connect() as connection:
+            return current_revision(connection)
+
+    def backup(self, dest: Path) -> None:
+        """Copy the database consistently (SQLite online backup) to a file that must not exist."""
+        try:
+            dest.open("xb").close()
+        except FileExistsError as exc:
+            raise StoreError(
+                f"{dest} already exists: krnet db backup never overwrites a file; "
+                "choose a new name or move the old backup away"
+            ) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot write backup {dest} ({exc.strerror})") from exc
+        try:
+            with self._explained(), closing(self._engine.raw_connection()) as source:
+                driver = source.driver_connection
+                assert isinstance(driver, sqlite3.Connection)
+                with closing(sqlite3.connect(dest)) as target:
+                    driver.backup(target)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+
+    @contextmanager
+    def _session(self, *, write: bool = False) -> Iterator[Session]:
+        """A session in one transaction: BEGIN IMMEDIATE for writes, committed on success."""
+        mode = "IMMEDIATE" if write else "DEFERRED"
+        with self._explained(), Session(self._engine, expire_on_commit=False) as session:
+            session.connection(execution_options={BEGIN_MODE: mode})
+            yield session
+            if write:
+                session.commit()
+
+    def _explained(self) -> AbstractContextManager[None]:
+        return explained(self.path, self.busy_timeout)
+
+
+def _record(row: RunnerRow) -> RunnerRecord:
+    values = {field.name: getattr(row, field.name) for field in fields(RunnerRecord)}
+    values["first_seen"] = row.first_seen.astimezone(UTC)
+    values["last_seen"] = row.last_seen.astimezone(UTC)
+    values["observed"] = dict(row.observed or {})
+    return RunnerRecord(**values)
+
+
+def _event(row: EventRow) -> EventRecord:
+    time = row.time.astimezone(UTC)
+    return EventRecord(row.id or 0, time, row.kind, row.runner_id, row.message)
+
+
+def _fill(row: RunnerRow, request: JoinRequest, *, vni: int, subnet: str, now: datetime) -> None:
+    """Write what a join says about a runner into its row, active as of `now`."""
+    row.identity = request.identity
+    row.hostname = request.hostname
+    row.physical_ip = request.physical_ip
+    row.vni = vni
+    row.subnet = subnet
+    row.status = ACTIVE
+    row.last_seen = now
+    row.vxlan_id = request.vxlan_id
+    row.vxlan_port = request.vxlan_port
+    row.mtu = request.mtu
+    row.observed = {}
+
+
+def _change_status(
+    session: Session, row: RunnerRow, status: str, reason: str, now: datetime
+) -> None:
+    """Set a runner's status, with an event when it changes."""
+    if row.status != status:
+        row.status = status
+        session.add(row)
+        _log(
+            session, now, status, f"runner {row.runner_id} ({row.hostname}) {reason}", row.runner_id
+        )
+
+
+def _log(session: Session, now: datetime, kind: str, message: str, runner_id: int | None) -> None:
+    session.add(EventRow(time=now, kind=kind, runner_id=runner_id, message=message))
+
+
+def _join_message(decision: AllocationDecision, row: RunnerRow) -> str:
+    who = f"runner {row.runner_id} ({row.hostname}, {row.physical_ip})"
+    previous = decision.previous
+    if previous is None:
+        return f"{who} joined: {row.subnet}, VNI {row.vni}"
+    if decision.kind == "reclaimed":
+        since = previous.last_seen.isoformat()
+        return f"{who} joined, reclaiming the id of {previous.hostname} (silent since {since})"
+    if previous.physical_ip != row.physical_ip:
+        return f"{who} rejoined, address was {previous.physical_ip}"
+    return f"{who} rejoined"
