@@ -19,6 +19,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from krnet import __version__
+from krnet.core.model.must_match import differences
 from krnet.core.model.plan import tunnel_name
 from krnet.core.model.records import ACTIVE, JoinRequest, RunnerRecord
 from krnet.core.model.settings import is_loopback_reachable_address
@@ -64,12 +65,10 @@ def utc_now() -> datetime:
 
 def settings_mismatches(settings: Settings, join: Join) -> list[str]:
     """Each must-match setting (reference: "Settings That Must Match") that differs, both values."""
-    pairs = [
-        ("OVERLAY_VXLAN_ID", join.vxlan_id, settings.overlay_vxlan_id),
-        ("OVERLAY_VXLAN_PORT", join.vxlan_port, settings.overlay_vxlan_port),
-        ("OVERLAY_MTU", join.mtu, settings.overlay_mtu),
+    return [
+        f"{found.rule.reference}: runner {found.reported}, host {found.expected}"
+        for found in differences(settings, join)
     ]
-    return [f"{name}: runner {ours}, host {host}" for name, ours, host in pairs if ours != host]
 
 
 def _local_ipv4(sockname: Any) -> str:
