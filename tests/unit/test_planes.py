@@ -39,6 +39,13 @@ from krnet.errors import DockerError, KernelError
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 HOST = Settings(mode="host", overlay_enabled=True, host_reachable_address="192.0.2.1")
 RUNNER = Settings(mode="runner", overlay_enabled=True, reconcile_interval=3600.0)
+WELCOME = (  # runner {id}'s allocation from the default plan, the host at {host}
+    '{{"runner_id": {id}, "vni": 10{id}, "subnet": "10.{id}.0.0/16", "gateway": "10.{id}.0.1", '
+    '"host_overlay_ip": "10.0.0.1", "host_ip_on_subnet": "10.{id}.0.254", "mtu": 1450, '
+    '"host_physical_ip": "{host}", "runner_physical_ip": "192.0.2.1{id}", "vxlan_id": 100, '
+    '"overlay_cidr": "10.0.0.0/8", "bridge_name": "kohaku-overlay", "vxlan_port": 4789, '
+    '"heartbeat_interval": 5.0}}'
+)
 
 
 # -- fakes of the handles -------------------------------------------------------------------
@@ -163,21 +170,8 @@ def record(runner_id: int, physical_ip: str) -> RunnerRecord:
 
 
 def allocation(runner_id: int = 2, host_physical_ip: str = "192.0.2.1") -> Allocation:
-    return Allocation(
-        runner_id=runner_id,
-        vni=100 + runner_id,
-        subnet=f"10.{runner_id}.0.0/16",
-        gateway=f"10.{runner_id}.0.1",
-        host_overlay_ip="10.0.0.1",
-        host_ip_on_subnet=f"10.{runner_id}.0.254",
-        host_physical_ip=host_physical_ip,
-        runner_physical_ip=f"192.0.2.1{runner_id}",
-        overlay_cidr="10.0.0.0/8",
-        bridge_name="kohaku-overlay",
-        mtu=1450,
-        vxlan_port=4789,
-        vxlan_id=100,
-        heartbeat_interval=5.0,
+    return Allocation.model_validate_json(
+        WELCOME.format(id=runner_id, host=host_physical_ip), strict=False
     )
 
 

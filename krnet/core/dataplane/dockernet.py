@@ -26,7 +26,7 @@ from krnet.errors import DockerError
 if TYPE_CHECKING:
     from docker import DockerClient
 
-    from krnet.core.dataplane.interfaces import RunnerAllocation
+    from krnet.core.dataplane.interfaces import OverlayAllocation
     from krnet.core.model.settings import Settings
 
 CLIENT_TIMEOUT = 15  # seconds
@@ -63,7 +63,7 @@ def select_network(settings: Settings, overlay_ready: bool) -> str:
     return settings.docker_network_name
 
 
-def overlay_network_spec(settings: Settings, allocation: RunnerAllocation) -> NetworkSpec:
+def overlay_network_spec(settings: Settings, allocation: OverlayAllocation) -> NetworkSpec:
     """The overlay network on the runner's bridge; NAT is left to krnet's own rule.
 
     Docker's masquerade would also rewrite cross-runner traffic (-s subnet ! -o bridge), so it

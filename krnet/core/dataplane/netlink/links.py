@@ -8,6 +8,7 @@ link and the value expected.
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
 HOST_DEVICE_KINDS = ("dummy", "bridge")  # bridge: kernels without the dummy driver
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """What one link should have besides being up; None leaves that attribute alone."""
+
+    mtu: int | None = None
+    mac: str | None = None
+    master: str | None = None
+    interface: IPv4Interface | None = None  # its only IPv4 address
+
+
 def ensure_host_device(
     ipr: IPRoute, state: KernelState, name: str, interface: IPv4Interface, mtu: int | None = None
 ) -> list[str]:
@@ -36,9 +47,7 @@ def ensure_host_device(
         kind = _create_host_device(ipr, name, mtu)
         refresh(ipr, state, name)
         changes.append(f"{name}: created ({kind})")
-    changes += _converge(ipr, state, name, mtu=mtu, interface=interface)
-    _verify(state.links[name], mtu=mtu, interface=interface)
-    return changes
+    return changes + _converge(ipr, state, name, Wanted(mtu=mtu, interface=interface))
 
 
 def _create_host_device(ipr: IPRoute, name: str, mtu: int | None) -> str:
@@ -68,9 +77,7 @@ def ensure_bridge(
         call(f"create bridge {name}", ipr.link, "add", ifname=name, kind="bridge", address=mac)
         refresh(ipr, state, name)
         changes.append(f"{name}: created (bridge, MAC {mac})")
-    changes += _converge(ipr, state, name, mtu=mtu, mac=mac, interface=interface)
-    _verify(state.links[name], mtu=mtu, mac=mac, interface=interface)
-    return changes
+    return changes + _converge(ipr, state, name, Wanted(mtu=mtu, mac=mac, interface=interface))
 
 
 def ensure_vxlan(
@@ -104,9 +111,8 @@ def ensure_vxlan(
         link = refresh(ipr, state, name)
         changes.append(f"{name}: created (VNI {vni}, {_endpoints(want)}, port {port})")
     changes += _retarget(ipr, state, link, want)
-    changes += _converge(ipr, state, name, mtu=mtu, mac=mac, master=master, interface=address)
-    _verify(state.links[name], mtu=mtu, mac=mac, master=master, interface=address, vxlan=want)
-    return changes
+    wanted = Wanted(mtu=mtu, mac=mac, master=master, interface=address)
+    return changes + _converge(ipr, state, name, wanted, vxlan=want)
 
 
 def _create_vxlan(ipr: IPRoute, name: str, want: VxlanInfo, mtu: int, mac: str | None) -> None:
@@ -147,17 +153,17 @@ def _retarget(ipr: IPRoute, state: KernelState, link: LinkInfo, want: VxlanInfo)
 
 
 def _converge(
-    ipr: IPRoute,
-    state: KernelState,
-    name: str,
-    *,
-    mtu: int | None = None,
-    mac: str | None = None,
-    master: str | None = None,
-    interface: IPv4Interface | None = None,
+    ipr: IPRoute, state: KernelState, name: str, wanted: Wanted, vxlan: VxlanInfo | None = None
 ) -> list[str]:
-    """MTU, MAC, master, admin state up and (when given) exactly one IPv4 address."""
+    """MTU, MAC, master, admin state up and (when given) exactly one IPv4 address, read back."""
+    changes = _set(ipr, state, name, wanted)
+    _verify(state.links[name], wanted, vxlan)
+    return changes
+
+
+def _set(ipr: IPRoute, state: KernelState, name: str, wanted: Wanted) -> list[str]:
     link = state.links[name]
+    mtu, mac, master, interface = wanted.mtu, wanted.mac, wanted.master, wanted.interface
     update: dict[str, Any] = {}
     changes = []
     if mtu is not None and link.mtu != mtu:
@@ -183,25 +189,17 @@ def _converge(
     return changes
 
 
-def _verify(
-    link: LinkInfo,
-    *,
-    mtu: int | None = None,
-    mac: str | None = None,
-    master: str | None = None,
-    interface: IPv4Interface | None = None,
-    vxlan: VxlanInfo | None = None,
-) -> None:
+def _verify(link: LinkInfo, wanted: Wanted, vxlan: VxlanInfo | None) -> None:
     """Compare a read-back link with what was asked; the first difference is an error."""
     expected: list[tuple[str, object, object]] = [("state", "up", "up" if link.up else "down")]
-    if mtu is not None:
-        expected.append(("MTU", mtu, link.mtu))
-    if mac is not None:
-        expected.append(("MAC", mac.lower(), link.mac))
-    if master is not None:
-        expected.append(("master", master, link.master))
-    if interface is not None:
-        expected.append(("addresses", (interface.with_prefixlen,), link.addresses))
+    if wanted.mtu is not None:
+        expected.append(("MTU", wanted.mtu, link.mtu))
+    if wanted.mac is not None:
+        expected.append(("MAC", wanted.mac.lower(), link.mac))
+    if wanted.master is not None:
+        expected.append(("master", wanted.master, link.master))
+    if wanted.interface is not None:
+        expected.append(("addresses", (wanted.interface.with_prefixlen,), link.addresses))
     if vxlan is not None:
         expected.append(("VXLAN attributes", vxlan, link.vxlan))
     for what, want, have in expected:

@@ -17,30 +17,24 @@ if TYPE_CHECKING:
 def converge_address(ipr: IPRoute, link: LinkInfo, interface: IPv4Interface) -> list[str]:
     """Exactly one IPv4 address on `link`: strays removed, the wanted one added."""
     wanted = interface.with_prefixlen
-    changes = []
-    for cidr in link.addresses:
-        if cidr != wanted:
-            stray = IPv4Interface(cidr)
-            call(
-                f"remove {cidr} from {link.name}",
-                ipr.addr,
-                "del",
-                index=link.index,
-                address=str(stray.ip),
-                prefixlen=stray.network.prefixlen,
-            )
-            changes.append(f"{link.name}: address {cidr} removed")
+    strays = [IPv4Interface(cidr) for cidr in link.addresses if cidr != wanted]
+    changes = [_edit_address(ipr, link, "del", stray) for stray in strays]
     if wanted not in link.addresses:
-        call(
-            f"add {wanted} to {link.name}",
-            ipr.addr,
-            "add",
-            index=link.index,
-            address=str(interface.ip),
-            prefixlen=interface.network.prefixlen,
-        )
-        changes.append(f"{link.name}: address {wanted} added")
+        changes.append(_edit_address(ipr, link, "add", interface))
     return changes
+
+
+def _edit_address(ipr: IPRoute, link: LinkInfo, command: str, interface: IPv4Interface) -> str:
+    """Add or delete one address of `link`; returns the change."""
+    cidr = interface.with_prefixlen
+    what, outcome = (
+        (f"remove {cidr} from {link.name}", "removed")
+        if command == "del"
+        else (f"add {cidr} to {link.name}", "added")
+    )
+    address = {"address": str(interface.ip), "prefixlen": interface.network.prefixlen}
+    call(what, ipr.addr, command, index=link.index, **address)
+    return f"{link.name}: address {cidr} {outcome}"
 
 
 def ensure_route(
