@@ -2,16 +2,20 @@
 
 The control plane decides; a data plane builds. Calls are blocking (netlink, iptables, Docker)
 and the asyncio side runs them with asyncio.to_thread. The real implementations live in
-`krnet.core.dataplane.host_plane` and `runner_plane`, imported only when the overlay is on.
+`krnet.core.dataplane.host_plane` and `runner_plane`, imported only when the overlay is on;
+this module builds them from their real handles and records what they change and adopt in
+the store (the data plane never imports the record).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from krnet.core.dataplane.interfaces import Adoption, PlaneEvents
     from krnet.core.model.records import RunnerRecord
     from krnet.core.model.settings import Settings
     from krnet.core.protocol.messages import Allocation
@@ -78,17 +82,64 @@ class NullRunnerDataPlane:
         return {}
 
 
+@dataclass
+class RecordedEvents:
+    """A plane's changes as `reconcile` events and its adoptions as inactive runners."""
+
+    store: Store
+
+    def changed(self, change: str, runner_id: int | None) -> None:
+        self.store.record_event("reconcile", change, runner_id)
+
+    def adopted(self, adoption: Adoption) -> None:
+        self.store.adopt(
+            adoption.runner_id,
+            physical_ip=adoption.physical_ip,
+            vni=adoption.vni,
+            subnet=adoption.subnet,
+            now=datetime.now(UTC),
+        )
+
+
+class UnrecordedEvents:
+    """Without a store the planes' own log lines are all that is kept."""
+
+    def changed(self, change: str, runner_id: int | None) -> None:
+        """Nothing to record: the plane has logged the change."""
+
+    def adopted(self, adoption: Adoption) -> None:
+        """Nothing to record: the plane has logged the adoption."""
+
+
+def plane_events(store: Store | None) -> PlaneEvents:
+    """Where a plane's events go: the store when there is one."""
+    return UnrecordedEvents() if store is None else RecordedEvents(store)
+
+
 def make_host_dataplane(settings: Settings, store: Store | None = None) -> HostDataPlane:
     """The kernel data plane when the overlay is enabled, else the null one."""
     if not settings.overlay_enabled:
         return NullHostDataPlane()
+    from krnet.core.dataplane import probe
+    from krnet.core.dataplane.firewall import NodeFirewall
     from krnet.core.dataplane.host_plane import HostPlane
+    from krnet.core.dataplane.netlink import Netlink
 
-    return HostPlane(settings, store)
+    return HostPlane(
+        settings,
+        Netlink(),
+        NodeFirewall(),
+        plane_events(store),
+        prober=probe.send_probes,
+        results_file=None if store is None else store.path.parent / probe.RESULTS_FILE,
+    )
 
 
 def make_runner_dataplane(settings: Settings, store: Store | None = None) -> RunnerDataPlane:
     """The kernel and Docker data plane (with the overlay off it only keeps the default network)."""
+    from krnet.core.dataplane.dockernet import Docker
+    from krnet.core.dataplane.firewall import NodeFirewall
+    from krnet.core.dataplane.netlink import Netlink
     from krnet.core.dataplane.runner_plane import RunnerPlane
 
-    return RunnerPlane(settings, store)
+    return RunnerPlane(settings, Netlink(), NodeFirewall(), Docker(), plane_events(store))

@@ -15,10 +15,10 @@ and pinned MAC already on it). Found with Docker 20.10 on this machine:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from krnet.core.model.node_state import DockerNetworkInfo, DockerState
 from krnet.errors import DockerError
@@ -26,9 +26,10 @@ from krnet.errors import DockerError
 if TYPE_CHECKING:
     from docker import DockerClient
 
+    from krnet.core.dataplane.interfaces import OverlayAllocation
     from krnet.core.model.settings import Settings
 
-CLIENT_TIMEOUT = 15.0
+CLIENT_TIMEOUT = 15  # seconds
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 MTU_OPTION = "com.docker.network.driver.mtu"
@@ -36,16 +37,6 @@ MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
 MANAGED_LABEL = "krnet.managed"
 SUBNET_LABEL = "krnet.subnet"
 HOST_AUX_NAME = "krnet-host"
-
-
-class OverlayAllocation(Protocol):
-    """The fields of a runner's allocation the overlay network is made from."""
-
-    subnet: str
-    gateway: str
-    host_ip_on_subnet: str
-    bridge_name: str
-    mtu: int
 
 
 @dataclass(frozen=True)
@@ -152,7 +143,7 @@ def docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
 
 
-def connect(timeout: float = CLIENT_TIMEOUT) -> DockerClient:
+def connect(timeout: int = CLIENT_TIMEOUT) -> DockerClient:
     """A client for DOCKER_HOST (or the default socket); DockerError when nothing answers."""
     import docker
 
@@ -160,6 +151,18 @@ def connect(timeout: float = CLIENT_TIMEOUT) -> DockerClient:
         return docker.from_env(timeout=timeout)
     except docker.errors.DockerException as exc:
         raise DockerError(_unavailable_message(str(exc))) from exc
+
+
+class Docker:
+    """The `DockerNetworks` handle the runner plane is given: the daemon at DOCKER_HOST."""
+
+    def ensure(self, specs: Sequence[NetworkSpec]) -> list[str]:
+        """Converge every network in `specs` over one client; DockerError when none answers."""
+        client = connect()
+        try:
+            return [change for spec in specs for change in ensure_network(client, spec)]
+        finally:
+            client.close()
 
 
 def _unavailable_message(reason: str) -> str:

@@ -363,6 +363,16 @@ def remove_firewall(
     return changes + fw.remove_trusted(interfaces)
 
 
+class NodeFirewall:
+    """The `Firewall` handle the planes are given: this node's iptables and firewalld."""
+
+    def __init__(self, ipt: Iptables | None = None) -> None:
+        self.ipt = ipt if ipt is not None else Iptables()
+
+    def ensure(self, plan: FirewallPlan) -> list[str]:
+        return ensure_firewall(plan, self.ipt)
+
+
 def _apply(ipt: Iptables, steps: Iterable[Step]) -> list[str]:
     changes = []
     for step in steps:

@@ -2,7 +2,9 @@
 
 Interfaces are the kernel's truth and the record says who owns which id; `reconcile` makes
 the two agree (recreate what the kernel lost, adopt what the record lost, fix drift), and
-every change is logged and recorded as an event. Blocking: the service calls it in a thread.
+every change is logged and handed to the events it was given (the control layer records
+them). Kernel, firewall and prober come from outside too, so its decisions are unit-tested
+with fakes. Blocking: the service calls it in a thread.
 """
 
 from __future__ import annotations
@@ -14,14 +16,26 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, ip_address
 from typing import TYPE_CHECKING
 
-from krnet.core.dataplane import firewall, netlink, probe, sysctl
+from krnet.core.dataplane import firewall, probe
+from krnet.core.dataplane.interfaces import Adoption
+from krnet.core.dataplane.netlink.state import stable_mac
 from krnet.core.model.plan import HOST_DEVICE, OverlayPlan, runner_id_from_tunnel, tunnel_name
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from krnet.core.dataplane.interfaces import (
+        Firewall,
+        Kernel,
+        LinkSession,
+        PlaneEvents,
+        Prober,
+        RunnerAllocation,
+    )
+    from krnet.core.model.node_state import LinkInfo
     from krnet.core.model.records import RunnerRecord
     from krnet.core.model.settings import Settings
-    from krnet.core.protocol.messages import Allocation
-    from krnet.core.record.store import Store
 
 log = logging.getLogger("krnet.host")
 
@@ -31,10 +45,23 @@ HOST_ROLE = "vxkr"
 class HostPlane:
     """Builds and repairs the host's side of every runner's tunnel."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        kernel: Kernel,
+        firewall: Firewall,
+        events: PlaneEvents,
+        *,
+        prober: Prober,
+        results_file: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.plan: OverlayPlan = settings.plan()
-        self.store = store
+        self.kernel = kernel
+        self.firewall = firewall
+        self.events = events
+        self.prober = prober
+        self.results_file = results_file  # where probe results are published, if anywhere
         self._configured_local = _usable_local(settings.host_reachable_address)
         self._learned_local: str | None = None
         self._peers: dict[int, str] = {}
@@ -43,17 +70,15 @@ class HostPlane:
 
     # -- the seam the host service calls --------------------------------------------------------
 
-    def runner_up(self, runner: RunnerRecord, allocation: Allocation) -> None:
+    def runner_up(self, runner: RunnerRecord, allocation: RunnerAllocation) -> None:
         """Build or update runner's `vxkrN` after a join or an address change."""
         with self._lock:
             if _usable_local(allocation.host_physical_ip):
                 self._learned_local = allocation.host_physical_ip
             self._peers[runner.runner_id] = runner.physical_ip
-            with netlink.open_netlink() as ipr:
-                names = [HOST_DEVICE, tunnel_name(runner.runner_id)]
-                state = netlink.read_links(ipr, names)
-                changes = self._ensure_base(ipr, state)
-                changes += self._ensure_tunnel(ipr, state, runner.runner_id, runner.physical_ip)
+            with self.kernel.session([HOST_DEVICE, tunnel_name(runner.runner_id)]) as links:
+                changes = self._ensure_base(links)
+                changes += self._ensure_tunnel(links, runner.runner_id, runner.physical_ip)
             changes += self._ensure_firewall()
             self._report(changes, runner.runner_id)
 
@@ -61,34 +86,32 @@ class HostPlane:
         """Remove a runner's tunnel after `leave` or when its id is reclaimed for another."""
         with self._lock:
             self._peers.pop(runner_id, None)
-            with netlink.open_netlink() as ipr:
-                tunnel = tunnel_name(runner_id)
-                changes = netlink.remove_link(ipr, netlink.read_links(ipr, [tunnel]), tunnel)
+            tunnel = tunnel_name(runner_id)
+            with self.kernel.session([tunnel]) as links:
+                changes = links.remove_link(tunnel)
             changes += self._ensure_firewall()
             self._report(changes, runner_id)
 
     def probe(self, runner_ids: Sequence[int]) -> None:
         """A DF echo at the full overlay MTU (and a small one) through each tunnel, published
-        to `<data dir>/probes.json` for `node overlay`, `doctor` and the TUI."""
+        to the results file (`<data dir>/probes.json`) for `node overlay`, `doctor` and the TUI."""
         targets = probe.probe_targets(self.plan, runner_ids)
         now = datetime.now(UTC)
-        self._probes.record_all(probe.send_probes(targets, self.settings.overlay_mtu), now)
+        self._probes.record_all(self.prober(targets, self.settings.overlay_mtu), now)
         for gone in set(self._probes.runner_ids()) - set(runner_ids):
             self._probes.forget(gone)
-        if self.store is not None:
-            results_file = self.store.path.parent / probe.RESULTS_FILE
-            probe.write_results(results_file, self._probes.results(), now)
+        if self.results_file is not None:
+            probe.write_results(self.results_file, self._probes.results(), now)
 
     def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
         """Make kernel and record agree: recreate lost tunnels, adopt unknown ones, fix drift."""
         with self._lock:
             known = {runner.runner_id: runner for runner in runners}
-            with netlink.open_netlink() as ipr:
-                state = netlink.read_kernel_state(ipr)
-                changes = self._ensure_base(ipr, state)
+            with self.kernel.session() as links:
+                changes = self._ensure_base(links)
                 for runner_id, record in sorted(known.items()):
-                    changes += self._ensure_tunnel(ipr, state, runner_id, record.physical_ip)
-                adopted = self._adopt_unknown_tunnels(state, known)
+                    changes += self._ensure_tunnel(links, runner_id, record.physical_ip)
+                adopted = self._adopt_unknown_tunnels(links.links, known)
             self._peers = {rid: record.physical_ip for rid, record in known.items()} | adopted
             changes += self._ensure_firewall()
             self._report(changes, None)
@@ -100,18 +123,14 @@ class HostPlane:
         """The underlay address tunnels start from; None lets the kernel pick by route."""
         return self._configured_local or self._learned_local
 
-    def _ensure_base(self, ipr: object, state: netlink.KernelState) -> list[str]:
-        changes = sysctl.ensure_sysctl("net.ipv4.ip_forward", "1")
-        changes += netlink.ensure_host_device(ipr, state, HOST_DEVICE, self.plan.host_interface)
+    def _ensure_base(self, links: LinkSession) -> list[str]:
+        changes = self.kernel.ensure_sysctl("net.ipv4.ip_forward", "1")
+        changes += links.ensure_host_device(HOST_DEVICE, self.plan.host_interface)
         return changes
 
-    def _ensure_tunnel(
-        self, ipr: object, state: netlink.KernelState, runner_id: int, remote: str
-    ) -> list[str]:
+    def _ensure_tunnel(self, links: LinkSession, runner_id: int, remote: str) -> list[str]:
         addresses = self.plan.runner(runner_id)
-        return netlink.ensure_vxlan(
-            ipr,
-            state,
+        return links.ensure_vxlan(
             addresses.host_interface,
             vni=addresses.vni,
             local=self.local_address,
@@ -119,15 +138,15 @@ class HostPlane:
             port=self.settings.overlay_vxlan_port,
             mtu=self.settings.overlay_mtu,
             address=addresses.host_interface_address,
-            mac=netlink.stable_mac(HOST_ROLE, addresses.vni),
+            mac=stable_mac(HOST_ROLE, addresses.vni),
         )
 
     def _adopt_unknown_tunnels(
-        self, state: netlink.KernelState, known: dict[int, RunnerRecord]
+        self, links: Mapping[str, LinkInfo], known: dict[int, RunnerRecord]
     ) -> dict[int, str]:
         """Tunnels the kernel has and the record lost become inactive records, not orphans."""
         adopted: dict[int, str] = {}
-        for name, link in state.links.items():
+        for name, link in links.items():
             runner_id = runner_id_from_tunnel(name)
             if runner_id is None or runner_id in known or link.vxlan is None:
                 continue
@@ -135,14 +154,9 @@ class HostPlane:
                 continue
             addresses = self.plan.runner(runner_id)
             adopted[runner_id] = link.vxlan.remote
-            if self.store is not None:
-                self.store.adopt(
-                    runner_id,
-                    physical_ip=link.vxlan.remote,
-                    vni=addresses.vni,
-                    subnet=str(addresses.subnet),
-                    now=datetime.now(UTC),
-                )
+            self.events.adopted(
+                Adoption(runner_id, link.vxlan.remote, addresses.vni, str(addresses.subnet))
+            )
             log.info("adopted %s (runner %d at %s) as inactive", name, runner_id, link.vxlan.remote)
         return adopted
 
@@ -155,13 +169,12 @@ class HostPlane:
             guard_peers=sorted(set(self._peers.values())),
             interfaces=[tunnel_name(runner_id) for runner_id in sorted(self._peers)],
         )
-        return firewall.ensure_firewall(plan, firewall.Iptables())
+        return self.firewall.ensure(plan)
 
     def _report(self, changes: list[str], runner_id: int | None) -> None:
         for change in changes:
             log.info("%s", change)
-            if self.store is not None:
-                self.store.record_event("reconcile", change, runner_id)
+            self.events.changed(change, runner_id)
 
 
 def _usable_local(address: str | None) -> str | None:

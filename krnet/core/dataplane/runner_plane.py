@@ -3,6 +3,8 @@
 The kernel side comes first and does not depend on Docker: a runner whose Docker is down still
 has its tunnel, and the Docker network is created once Docker answers (`observe` retries it on
 every heartbeat). Which network containers should use follows the reference's selection table.
+Kernel, firewall, Docker and where events go come from outside, so its decisions are
+unit-tested with fakes.
 """
 
 from __future__ import annotations
@@ -13,14 +15,20 @@ import time
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
-from krnet.core.dataplane import dockernet, firewall, netlink, sysctl
+from krnet.core.dataplane import dockernet, firewall
+from krnet.core.dataplane.netlink.state import stable_mac
 from krnet.core.model.plan import RUNNER_TUNNEL
 from krnet.errors import KrnetError
 
 if TYPE_CHECKING:
+    from krnet.core.dataplane.interfaces import (
+        DockerNetworks,
+        Firewall,
+        Kernel,
+        PlaneEvents,
+        RunnerAllocation,
+    )
     from krnet.core.model.settings import Settings
-    from krnet.core.protocol.messages import Allocation
-    from krnet.core.record.store import Store
 
 log = logging.getLogger("krnet.runner")
 
@@ -31,10 +39,20 @@ BRIDGE_ROLE = "bridge"
 class RunnerPlane:
     """Builds and repairs this runner's side of its tunnel and its Docker network."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        kernel: Kernel,
+        firewall: Firewall,
+        docker: DockerNetworks,
+        events: PlaneEvents,
+    ) -> None:
         self.settings = settings
-        self.store = store
-        self._allocation: Allocation | None = None
+        self.kernel = kernel
+        self.firewall = firewall
+        self.docker = docker
+        self.events = events
+        self._allocation: RunnerAllocation | None = None
         self._overlay_ready = False
         self._docker_ready = False
         self._docker_error: str | None = None
@@ -46,13 +64,13 @@ class RunnerPlane:
         with self._lock:
             self._ensure_docker()
 
-    def apply(self, allocation: Allocation) -> None:
+    def apply(self, allocation: RunnerAllocation) -> None:
         """Converge kernel, firewall and Docker to `allocation`; falls back to the default net."""
         with self._lock:
             self._allocation = allocation
             self._converge(allocation)
 
-    def _converge(self, allocation: Allocation) -> None:
+    def _converge(self, allocation: RunnerAllocation) -> None:
         try:
             changes = self._ensure_kernel(allocation) + self._ensure_firewall(allocation)
         except KrnetError:
@@ -66,8 +84,7 @@ class RunnerPlane:
         self._reconciled_at = time.monotonic()
         for change in changes:
             log.info("%s", change)
-            if self.store is not None:  # the runner's event log (`krnet tui`, Events)
-                self.store.record_event("reconcile", change, allocation.runner_id)
+            self.events.changed(change, allocation.runner_id)  # the Events tab of `krnet tui`
 
     def _reconcile_if_due(self) -> None:
         """Repair drift (links, routes, rules changed by hand or by Docker) every interval."""
@@ -85,11 +102,10 @@ class RunnerPlane:
             self._reconcile_if_due()
             if not self._docker_ready:
                 self._ensure_docker()
-            with netlink.open_netlink() as ipr:
-                state = netlink.read_kernel_state(ipr)
-            tunnel = state.links.get(RUNNER_TUNNEL)
+            links = self.kernel.links()
+            tunnel = links.get(RUNNER_TUNNEL)
             bridge_name = self._allocation.bridge_name if self._allocation else None
-            bridge = state.links.get(bridge_name) if bridge_name else None
+            bridge = links.get(bridge_name) if bridge_name else None
             return {
                 "tunnel_present": tunnel is not None,
                 "vni": tunnel.vxlan.vni if tunnel and tunnel.vxlan else None,
@@ -112,23 +128,18 @@ class RunnerPlane:
 
     # -- pieces -------------------------------------------------------------------------------
 
-    def _ensure_kernel(self, allocation: Allocation) -> list[str]:
+    def _ensure_kernel(self, allocation: RunnerAllocation) -> list[str]:
         subnet = IPv4Network(allocation.subnet)
         gateway = IPv4Interface(f"{allocation.gateway}/{subnet.prefixlen}")
-        with netlink.open_netlink() as ipr:
-            state = netlink.read_kernel_state(ipr)
-            changes = sysctl.ensure_sysctl("net.ipv4.ip_forward", "1")
-            changes += netlink.ensure_bridge(
-                ipr,
-                state,
+        with self.kernel.session() as links:
+            changes = self.kernel.ensure_sysctl("net.ipv4.ip_forward", "1")
+            changes += links.ensure_bridge(
                 allocation.bridge_name,
                 interface=gateway,
                 mtu=allocation.mtu,
-                mac=netlink.stable_mac(BRIDGE_ROLE, allocation.vni),
+                mac=stable_mac(BRIDGE_ROLE, allocation.vni),
             )
-            changes += netlink.ensure_vxlan(
-                ipr,
-                state,
+            changes += links.ensure_vxlan(
                 RUNNER_TUNNEL,
                 vni=allocation.vni,
                 local=allocation.runner_physical_ip,
@@ -136,17 +147,15 @@ class RunnerPlane:
                 port=allocation.vxlan_port,
                 mtu=allocation.mtu,
                 master=allocation.bridge_name,
-                mac=netlink.stable_mac(RUNNER_ROLE, allocation.vni),
+                mac=stable_mac(RUNNER_ROLE, allocation.vni),
             )
-            changes += netlink.ensure_route(
-                ipr,
-                state,
+            changes += links.ensure_route(
                 IPv4Network(allocation.overlay_cidr),
                 via=IPv4Address(allocation.host_ip_on_subnet),
             )
         return changes
 
-    def _ensure_firewall(self, allocation: Allocation) -> list[str]:
+    def _ensure_firewall(self, allocation: RunnerAllocation) -> list[str]:
         plan = firewall.FirewallPlan(
             mode="runner",
             overlay_cidr=allocation.overlay_cidr,
@@ -155,7 +164,7 @@ class RunnerPlane:
             guard_peers=[allocation.host_physical_ip],
             interfaces=[allocation.bridge_name, RUNNER_TUNNEL],
         )
-        return firewall.ensure_firewall(plan, firewall.Iptables())
+        return self.firewall.ensure(plan)
 
     def _ensure_docker(self) -> None:
         """The default network always, the overlay one once configured; Docker down is no error.
@@ -167,13 +176,8 @@ class RunnerPlane:
         if self._overlay_ready and self._allocation is not None:
             specs.append(dockernet.overlay_network_spec(self.settings, self._allocation))
         try:
-            client = dockernet.connect()
-            try:
-                for spec in specs:
-                    for change in dockernet.ensure_network(client, spec):
-                        log.info("%s", change)
-            finally:
-                client.close()
+            for change in self.docker.ensure(specs):
+                log.info("%s", change)
         except KrnetError as exc:
             if str(exc) != self._docker_error:  # once per distinct failure, not every heartbeat
                 log.warning("%s", exc)
