@@ -10,7 +10,8 @@ from krnet.config import load_settings
 from krnet.core.model.plan import HOST_DEVICE
 from krnet.core.model.settings import Settings
 from krnet.core.observe.status import overlay_status, probe_extra, render_overlay_table
-from krnet.core.record.reader import database_path, load_runners
+from krnet.core.record import load_runners
+from krnet.core.record.reader import database_path
 
 
 def run_node_overlay(args: argparse.Namespace) -> int:
