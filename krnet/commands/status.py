@@ -15,7 +15,7 @@ from krnet.core.record.reader import database_path
 
 
 def run_node_overlay(args: argparse.Namespace) -> int:
-    """Print the overlay status object (DESIGN.md) or the table `kohakuriver node overlay` shows."""
+    """Print the overlay status object (docs/design.md), or the `kohakuriver node overlay` table."""
     loaded = load_settings(args)
     settings = loaded.settings
     if args.connect:

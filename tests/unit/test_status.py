@@ -1,4 +1,4 @@
-"""`krnet node overlay`: the DESIGN.md object, the mismatches, the table, and the command."""
+"""`krnet node overlay`: the docs/design.md object, the mismatches, the table, and the command."""
 
 from __future__ import annotations
 
