@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from krnet.core.record.reader import SCHEMA_HEAD, database_path, read_events, re
 from krnet.core.record.store import Store
 from krnet.errors import PoolExhaustedError, StoreError
 
+ROOT = Path(__file__).resolve().parents[2]
 PLAN = OverlayPlan.build("10.0.0.1", 8, 16, 100)
 T0 = datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)
 
@@ -183,6 +186,23 @@ def test_fast_reader_reads_the_latest_events_without_migrating(tmp_path: Path) -
     before = path.read_bytes()
     assert read_events(path, 200) is None  # behind head: left to the store, file unchanged
     assert path.read_bytes() == before
+
+
+def test_a_snapshot_reads_the_event_log_without_the_store(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.allocate(join("a", "192.0.2.1"), plan=PLAN, now=T0)
+    probe = (
+        "import sys\nfrom pathlib import Path\n"
+        "from krnet.core.model.settings import LoadedSettings, Settings\n"
+        "from krnet.core.observe.gather import _events\n"
+        f"events = _events(LoadedSettings(Settings(), data_dir=Path({str(tmp_path)!r})))\n"
+        "heavy = sorted(m for m in ('sqlalchemy', 'sqlmodel', 'alembic') if m in sys.modules)\n"
+        "print([event.kind for event in events], heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "['join'] []"
 
 
 def test_backup_is_a_consistent_copy_and_never_overwrites(store: Store, tmp_path: Path) -> None:
