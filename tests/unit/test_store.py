@@ -9,15 +9,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from krnet.core.model.plan import OverlayPlan
-from krnet.core.model.records import ACTIVE, INACTIVE, UNREPORTED, JoinRequest
+from krnet.core.model.records import ACTIVE, INACTIVE, UNREPORTED, JoinRequest, RunnerRecord
 from krnet.core.record.reader import SCHEMA_HEAD, database_path, read_events, read_runners
 from krnet.core.record.store import Store
+from krnet.core.record.tables import RunnerRow
 from krnet.errors import PoolExhaustedError, StoreError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +37,10 @@ def join(
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store.open(tmp_path / "data") as opened:
         yield opened
+
+
+def test_a_runner_row_holds_exactly_the_fields_of_a_runner_record() -> None:
+    assert list(RunnerRow.model_fields) == [field.name for field in fields(RunnerRecord)]
 
 
 def test_open_creates_a_private_data_dir_and_a_database_at_head(tmp_path: Path) -> None:
