@@ -3,7 +3,8 @@
 # the whole suite. As root on Debian it first installs the system packages the tests need.
 #
 #   ./build.sh                      build for this machine's python3
-#   ./build.sh test [PYTEST ARGS]   build, then run the tests against the source and the zipapp
+#   ./build.sh test [PYTEST ARGS]   build, type-check (mypy), then run the tests against the source
+#                                   and the zipapp
 #   KRNET_TARGET_PYTHON=3.12 ./build.sh
 #                                   build for another CPython (binary wheels only; the zipapp then
 #                                   runs only on that CPython minor version and this architecture)
@@ -85,6 +86,10 @@ strip_build_paths() {
 }
 
 run_tests() {
+    # The whole package, strict (configured in pyproject.toml): a type error fails the build
+    # before any test runs.
+    step "type-checking krnet with mypy --strict"
+    "$VENV/bin/mypy"
     step "running the tests"
     "$VENV/bin/python" -m pytest "$@"
 }

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     node = commands.add_parser("node", help="node status")
     node_commands = node.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     overlay = node_commands.add_parser("overlay", help="overlay allocations and status")
-    overlay.add_argument("--json", action="store_true", help="one JSON object (DESIGN.md)")
+    overlay.add_argument("--json", action="store_true", help="one JSON object (docs/design.md)")
     overlay.add_argument("--connect", metavar="HOST[:PORT]", help="ask a remote host instead")
 
     doctor = commands.add_parser("doctor", help="check this node; exit 1 on any failure")

@@ -1,6 +1,6 @@
 """`krnet serve`: the host service or the runner agent, headless, until SIGTERM/SIGINT.
 
-Stopping leaves every tunnel, bridge and allocation in place (DESIGN.md): running containers
+Stopping leaves every tunnel, bridge and allocation in place (docs/design.md): running containers
 keep their connectivity, and the next start reconciles.
 """
 

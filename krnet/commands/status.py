@@ -10,11 +10,12 @@ from krnet.config import load_settings
 from krnet.core.model.plan import HOST_DEVICE
 from krnet.core.model.settings import Settings
 from krnet.core.observe.status import overlay_status, probe_extra, render_overlay_table
-from krnet.core.record.reader import database_path, load_runners
+from krnet.core.record import load_runners
+from krnet.core.record.reader import database_path
 
 
 def run_node_overlay(args: argparse.Namespace) -> int:
-    """Print the overlay status object (DESIGN.md) or the table `kohakuriver node overlay` shows."""
+    """Print the overlay status object (docs/design.md), or the `kohakuriver node overlay` table."""
     loaded = load_settings(args)
     settings = loaded.settings
     if args.connect:

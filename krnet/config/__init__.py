@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from krnet.core.model.settings import LoadedSettings, Settings
 
@@ -108,7 +108,7 @@ def load_settings(
         for key, (value, source) in layer.items():
             values[key] = value
             sources[key] = source
-    settings = replace(Settings(), **values)
+    settings = _defaults_with(values)
     validate(settings, sources)
     return LoadedSettings(
         settings=settings,
@@ -132,6 +132,11 @@ def settings_from(values: Mapping[str, object], source: str) -> Settings:
     from krnet.config.sources import typed_layer
 
     layer = typed_layer(values, source)
-    settings = replace(Settings(), **{key: value for key, (value, _) in layer.items()})
+    settings = _defaults_with({key: value for key, (value, _) in layer.items()})
     validate(settings, dict.fromkeys(layer, source))
     return settings
+
+
+def _defaults_with(values: Mapping[str, Any]) -> Settings:
+    """The defaults with `values` in place; each was coerced to its field's type when read."""
+    return replace(Settings(), **values)

@@ -21,8 +21,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from krnet.lab.namespaces import Lab, Node
 
@@ -157,9 +158,9 @@ class Cluster:
 
         for runner in self.nodes:
             self.progress(f"starting dockerd in {runner.node.ns}")
-            self.start_dockerd(runner)
+            daemon = self.start_dockerd(runner)
             self.progress(f"importing {IMAGE} (busybox) into {runner.name}'s dockerd")
-            ensure_busybox_image(runner.docker_host, IMAGE)
+            ensure_busybox_image(daemon.docker_host, IMAGE)
 
     def start_dockerd(self, runner: ClusterNode) -> DockerDaemon:
         """A dockerd in `runner`'s namespace, listening where its krnet expects it."""
@@ -214,11 +215,7 @@ class Cluster:
         for count, runner in enumerate(self.nodes, start=1):
             self.progress(f"starting krnet serve on {runner.name}")
             self.start(runner)
-            self.wait_until(
-                f"{runner.name} to join",
-                lambda count=count: self.status().get("total") == count,
-                timeout,
-            )
+            self.wait_until(f"{runner.name} to join", partial(self._holds, "total", count), timeout)
 
     def krnet(self, node: ClusterNode, *args: str, check: bool = True) -> str:
         """Run a krnet command on `node` and return its stdout."""
@@ -229,8 +226,16 @@ class Cluster:
             raise RuntimeError(f"krnet {' '.join(args)} on {node.name} failed: {result.stderr}")
         return result.stdout
 
-    def status(self, node: ClusterNode | None = None) -> dict[str, object]:
-        return json.loads(self.krnet(node or self.host, "node", "overlay", "--json"))
+    def status(self, node: ClusterNode | None = None) -> dict[str, Any]:
+        """`krnet node overlay --json` on `node` (the host by default), parsed."""
+        status: dict[str, Any] = json.loads(
+            self.krnet(node or self.host, "node", "overlay", "--json")
+        )
+        return status
+
+    def _holds(self, key: str, value: object, node: ClusterNode | None = None) -> bool:
+        """Whether `node`'s overlay status has `value` under `key` now."""
+        return bool(self.status(node).get(key) == value)
 
     def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
         """Poll `predicate` until it holds; a clear error (with serve logs) when it never does."""
@@ -249,21 +254,14 @@ class Cluster:
         """Until the host lists `count` active runners, each runner has applied its allocation
         (its own record is written after its tunnel is built), and has its Docker network."""
         want = self.runners if count is None else count
-        self.wait_until(
-            f"{want} active runners", lambda: self.status().get("active") == want, timeout
-        )
+        self.wait_until(f"{want} active runners", partial(self._holds, "active", want), timeout)
         for runner in self.nodes[:want]:
-            self.wait_until(
-                f"{runner.name} to apply its allocation",
-                lambda runner=runner: self.status(runner).get("total") == 1,
-                timeout,
-            )
+            applied = partial(self._holds, "total", 1, runner)
+            self.wait_until(f"{runner.name} to apply its allocation", applied, timeout)
             if self.with_docker:
                 self.wait_until(
                     f"{runner.name}'s overlay Docker network",
-                    lambda runner=runner: (
-                        "kohakuriver-overlay" in self.docker(runner, "network", "ls")
-                    ),
+                    partial(self._has_overlay_network, runner),
                     timeout,
                 )
 
@@ -279,6 +277,9 @@ class Cluster:
         if check and result.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args)} on {node.name}: {result.stderr.strip()}")
         return result.stdout
+
+    def _has_overlay_network(self, node: ClusterNode) -> bool:
+        return "kohakuriver-overlay" in self.docker(node, "network", "ls")
 
     def run_container(
         self, node: ClusterNode, name: str, network: str = "kohakuriver-overlay"

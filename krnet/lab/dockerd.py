@@ -99,7 +99,7 @@ class DockerDaemon:
 
 
 def dockerd_command(netns: str, workdir: Path, name: str) -> list[str]:
-    """The argv of a lab dockerd (DESIGN.md "Testing in network namespaces")."""
+    """The argv of a lab dockerd (docs/design.md "Testing in network namespaces")."""
     return [
         "nsenter",
         f"--net=/run/netns/{netns}",

@@ -24,7 +24,7 @@ def runners_joined(cluster: Cluster) -> str:
     status = cluster.status()
     return ", ".join(
         f"{runner['hostname']} -> id {runner['runner_id']} ({runner['subnet']})"
-        for runner in status["runners"]  # type: ignore[union-attr]
+        for runner in status["runners"]
     )
 
 
@@ -33,7 +33,8 @@ def link_details(node: ClusterNode, name: str) -> dict[str, object]:
     result = node.node.run(["ip", "-d", "-j", "link", "show", name], check=False)
     if result.returncode != 0:
         raise ProofFailed(f"{name} is missing on {node.name}: {result.stderr.strip()}")
-    return json.loads(result.stdout)[0]
+    details: list[dict[str, object]] = json.loads(result.stdout)
+    return details[0]
 
 
 def host_tunnels(cluster: Cluster) -> str:
@@ -114,7 +115,7 @@ def df_ping(cluster: Cluster, runner: ClusterNode, container: str, target: str, 
 
 def full_mtu(cluster: Cluster) -> str:
     """MTU-28 bytes of ICMP payload with DF fit exactly; one byte more must not."""
-    mtu = int(cluster.status()["mtu"])  # type: ignore[arg-type]
+    mtu = int(cluster.status()["mtu"])
     target = cluster.containers["c2"]
     runner = cluster.nodes[0]
     if not df_ping(cluster, runner, "c1", target, mtu - 28):

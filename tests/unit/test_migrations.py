@@ -16,8 +16,9 @@ from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from krnet.cli import main
+from krnet.core.record import load_runners
 from krnet.core.record.database import alembic_config, migrations_dir, open_engine
-from krnet.core.record.reader import SCHEMA_HEAD, database_path, load_runners, read_runners
+from krnet.core.record.reader import SCHEMA_HEAD, database_path, read_runners
 from krnet.core.record.store import Store
 from krnet.errors import StoreError
 

@@ -1,4 +1,4 @@
-"""`krnet node overlay`: the DESIGN.md object, the mismatches, the table, and the command."""
+"""`krnet node overlay`: the docs/design.md object, the mismatches, the table, and the command."""
 
 from __future__ import annotations
 
@@ -253,10 +253,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]
 def populate(data_dir: Path) -> None:
     with Store.open(data_dir) as store:
         now = datetime.now(UTC)
-        for name, address in (("runner-a", "192.0.2.10"), ("runner-b", "192.0.2.11")):
+        earlier = now - timedelta(minutes=5)
+        for name, address, seen in (
+            ("runner-a", "192.0.2.10", now),
+            ("runner-b", "192.0.2.11", earlier),
+        ):
             request = JoinRequest(None, name, address, 100, 4789, 1450)
-            store.allocate(request, plan=Settings().plan(), now=now)
-        store.set_status(2, INACTIVE)
+            store.allocate(request, plan=Settings().plan(), now=seen)
+        store.mark_inactive(older_than=now)
 
 
 def overlay(capsys: pytest.CaptureFixture[str], data_dir: Path, *args: str) -> tuple[int, str]:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from krnet.core.model.plan import OverlayPlan
-from krnet.core.model.records import ACTIVE, INACTIVE, UNREPORTED, JoinRequest
-from krnet.core.record.reader import SCHEMA_HEAD, database_path, read_runners
+from krnet.core.model.records import ACTIVE, INACTIVE, UNREPORTED, JoinRequest, RunnerRecord
+from krnet.core.record.reader import SCHEMA_HEAD, database_path, read_events, read_runners
 from krnet.core.record.store import Store
+from krnet.core.record.tables import RunnerRow
 from krnet.errors import PoolExhaustedError, StoreError
 
+ROOT = Path(__file__).resolve().parents[2]
 PLAN = OverlayPlan.build("10.0.0.1", 8, 16, 100)
 T0 = datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)
 
@@ -32,6 +37,10 @@ def join(
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store.open(tmp_path / "data") as opened:
         yield opened
+
+
+def test_a_runner_row_holds_exactly_the_fields_of_a_runner_record() -> None:
+    assert list(RunnerRow.model_fields) == [field.name for field in fields(RunnerRecord)]
 
 
 def test_open_creates_a_private_data_dir_and_a_database_at_head(tmp_path: Path) -> None:
@@ -105,7 +114,7 @@ def test_reclaim_takes_the_least_recently_seen_inactive_id_when_the_pool_is_full
 def test_heartbeat_records_observed_state_and_revives_an_inactive_runner(store: Store) -> None:
     assert store.heartbeat(9, now=T0, observed={}) is None
     store.allocate(join("runner-a"), plan=PLAN, now=T0)
-    store.set_status(1, INACTIVE)
+    store.mark_inactive(older_than=T0 + timedelta(seconds=1))
     record = store.heartbeat(1, now=T0 + timedelta(seconds=5), observed={"mtu": 1400, "vni": 101})
     assert record is not None and record == store.runner(1)
     assert record.observed == {"mtu": 1400, "vni": 101}
@@ -120,18 +129,6 @@ def test_mark_inactive_only_touches_active_runners_silent_since_the_cutoff(store
     assert store.mark_inactive(older_than=T0 + timedelta(seconds=30)) == []
     assert [r.status for r in store.runners()] == [INACTIVE, ACTIVE]
     assert [(e.kind, e.runner_id) for e in store.events(limit=1)] == [(INACTIVE, 1)]
-
-
-def test_set_status_and_update_physical_ip(store: Store) -> None:
-    assert store.set_status(1, INACTIVE) is False
-    assert store.update_physical_ip(1, "192.0.2.50") is False
-    store.allocate(join("runner-a"), plan=PLAN, now=T0)
-    assert store.set_status(1, INACTIVE) is True
-    assert store.update_physical_ip(1, "192.0.2.50") is True
-    record = store.runner(1)
-    assert record is not None and (record.status, record.physical_ip) == (INACTIVE, "192.0.2.50")
-    with pytest.raises(ValueError, match="runner status"):
-        store.set_status(1, "gone")
 
 
 def test_release_frees_the_id_for_the_next_runner(store: Store) -> None:
@@ -179,6 +176,39 @@ def test_fast_reader_sees_exactly_what_the_store_wrote(store: Store) -> None:
     store.heartbeat(2, now=T0 + timedelta(seconds=1), observed={"mtu": 1400, "local": "x"})
     assert read_runners(store.path) == store.runners()
     assert read_runners(store.path.parent / "missing.db") == []
+
+
+def test_fast_reader_reads_the_latest_events_without_migrating(tmp_path: Path) -> None:
+    path = database_path(tmp_path)
+    with Store(path) as store:
+        store.allocate(join("a", "192.0.2.1"), plan=PLAN, now=T0)
+        store.record_event("adopt", "a tunnel found", 1, now=T0 + timedelta(seconds=1))
+        assert read_events(path, 200) == store.events()
+        assert read_events(path, 1) == store.events(limit=1)
+    assert read_events(tmp_path / "missing.db", 200) == []
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = '0001_initial'")
+    db.close()
+    before = path.read_bytes()
+    assert read_events(path, 200) is None  # behind head: left to the store, file unchanged
+    assert path.read_bytes() == before
+
+
+def test_a_snapshot_reads_the_event_log_without_the_store(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.allocate(join("a", "192.0.2.1"), plan=PLAN, now=T0)
+    probe = (
+        "import sys\nfrom pathlib import Path\n"
+        "from krnet.core.model.settings import LoadedSettings, Settings\n"
+        "from krnet.core.observe.gather import _events\n"
+        f"events = _events(LoadedSettings(Settings(), data_dir=Path({str(tmp_path)!r})))\n"
+        "heavy = sorted(m for m in ('sqlalchemy', 'sqlmodel', 'alembic') if m in sys.modules)\n"
+        "print([event.kind for event in events], heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "['join'] []"
 
 
 def test_backup_is_a_consistent_copy_and_never_overwrites(store: Store, tmp_path: Path) -> None:

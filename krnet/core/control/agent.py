@@ -107,7 +107,7 @@ class RunnerAgent:
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
-        """Leave `run` at the next opportunity; tunnels and the allocation stay (DESIGN.md)."""
+        """Leave `run` at the next opportunity; tunnels and the allocation stay (docs/design.md)."""
         self._stop.set()
 
     async def run(self) -> None:

@@ -145,7 +145,7 @@ class HostService:
         await self._stopped.wait()
 
     async def stop(self) -> None:
-        """Stop listening and drop connections; tunnels stay up (DESIGN.md)."""
+        """Stop listening and drop connections; tunnels stay up (docs/design.md)."""
         if self._server is not None:
             self._server.close()
         tasks = [*self._loops, *self._connections]

@@ -36,7 +36,7 @@ class Settings:
     docker_network_subnet: str = "172.30.0.0/16"
     docker_network_gateway: str = "172.30.0.1"
     overlay_network_name: str = "kohakuriver-overlay"
-    # krnet's own (DESIGN.md "Configuration")
+    # krnet's own (docs/design.md "Configuration")
     host_address: str | None = None
     join_port: int = 8470
     join_bind: str = "0.0.0.0"

@@ -19,7 +19,7 @@ from krnet.core.model.plan import RUNNER_TUNNEL, runner_id_from_tunnel
 from krnet.core.model.records import ACTIVE, EventRecord, RunnerRecord
 from krnet.core.observe.diagnose.check import ip_of
 from krnet.core.observe.snapshot import NodeSnapshot
-from krnet.errors import KrnetError
+from krnet.errors import KrnetError, StoreError
 
 if TYPE_CHECKING:
     from krnet.core.model.settings import LoadedSettings, Settings
@@ -75,21 +75,24 @@ def _read(part: str, errors: list[str], read: Callable[[], T], default: T) -> T:
 
 
 def _runners(loaded: LoadedSettings) -> list[RunnerRecord]:
-    from krnet.core.record.reader import database_path, load_runners
+    from krnet.core.record import load_runners
+    from krnet.core.record.reader import database_path
 
     return load_runners(database_path(loaded.data_dir))
 
 
 def _events(loaded: LoadedSettings) -> list[EventRecord]:
-    from krnet.core.record.reader import database_path
+    """The latest events, read-only: a snapshot never migrates or writes the record."""
+    from krnet.core.record.reader import SCHEMA_HEAD, database_path, read_events
 
     path = database_path(loaded.data_dir)
-    if not path.exists():
-        return []
-    from krnet.core.record.store import Store
-
-    with Store(path) as store:
-        return list(store.events(EVENT_LIMIT))
+    events = read_events(path, EVENT_LIMIT)
+    if events is None:
+        raise StoreError(
+            f"{path}: the event log is read only from a record at schema {SCHEMA_HEAD} (this one "
+            "is older or damaged): `krnet db current` says which, `krnet db upgrade` migrates it"
+        )
+    return events
 
 
 def _kernel() -> tuple[dict[str, LinkInfo], tuple[RouteInfo, ...]]:

@@ -1,4 +1,4 @@
-"""The `krnet node overlay` view: the DESIGN.md JSON object and the human table, from records.
+"""The `krnet node overlay` view: the docs/design.md JSON object and the human table, from records.
 
 Pure: the caller reads the record (and, if it likes, probes) and passes `now`. A record still
 marked active but silent for longer than `runner_timeout` is shown inactive, so the view is
@@ -49,7 +49,7 @@ def overlay_status(
     interface_for: Callable[[RunnerRecord], str] | None = None,
     extra: Mapping[int, Mapping[str, object]] | None = None,
 ) -> dict[str, object]:
-    """The object `krnet node overlay --json` prints (DESIGN.md "Command line")."""
+    """The object `krnet node overlay --json` prints (docs/design.md "Command line")."""
     plan = settings.plan()
     name_of = interface_for or _default_interface(mode)
     entries = []
@@ -199,7 +199,7 @@ def _cell(value: object) -> str:
 
 
 def iso_utc(moment: datetime) -> str:
-    """Whole seconds in UTC, as DESIGN.md writes them: 2026-11-28T01:02:03Z."""
+    """Whole seconds in UTC, as docs/design.md writes them: 2026-11-28T01:02:03Z."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
-from dataclasses import fields
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +22,6 @@ from krnet.core.model.plan import OverlayPlan
 from krnet.core.model.records import (
     ACTIVE,
     INACTIVE,
-    RUNNER_STATUSES,
     UNREPORTED,
     AllocationDecision,
     EventRecord,
@@ -90,11 +89,18 @@ class Store:
             decision = choose_runner_id([_record(row) for row in rows], request, plan.max_runners)
             addresses = plan.runner(decision.runner_id)
             row = session.get(RunnerRow, decision.runner_id)
-            if row is None or decision.kind != "returning":
-                row = row or RunnerRow(runner_id=decision.runner_id)
-                row.first_seen = now
+            returning = decision.kind == "returning"
+            first_seen = row.first_seen if row is not None and returning else now
             # a returning record with an identity has this same one
-            _fill(row, request, vni=addresses.vni, subnet=str(addresses.subnet), now=now)
+            joined = _joined(
+                decision.runner_id,
+                request,
+                vni=addresses.vni,
+                subnet=str(addresses.subnet),
+                first_seen=first_seen,
+                now=now,
+            )
+            row = _row(joined, row)
             session.add(row)
             kind = _EVENT_KINDS[decision.kind]
             _log(session, now, kind, _join_message(decision, row), row.runner_id)
@@ -109,12 +115,16 @@ class Store:
             for stale in session.exec(select(RunnerRow).where(RunnerRow.runner_id != runner_id)):
                 session.delete(stale)
             row = session.get(RunnerRow, runner_id)
-            if row is None or (row.vni, row.subnet) != (vni, subnet):
-                row = row or RunnerRow(runner_id=runner_id)
-                row.first_seen = now
+            if row is not None and (row.vni, row.subnet) == (vni, subnet):
+                first_seen = row.first_seen
+            else:
+                first_seen = now
                 message = f"the host gave this runner id {runner_id}: {subnet}, VNI {vni}"
                 _log(session, now, "join", message, runner_id)
-            _fill(row, request, vni=vni, subnet=subnet, now=now)
+            joined = _joined(
+                runner_id, request, vni=vni, subnet=subnet, first_seen=first_seen, now=now
+            )
+            row = _row(joined, row)
             session.add(row)
             session.flush()
             return _record(row)
@@ -147,17 +157,6 @@ class Store:
                 _change_status(session, row, INACTIVE, reason, datetime.now(UTC))
             return [row.runner_id for row in silent]
 
-    def set_status(self, runner_id: int, status: str) -> bool:
-        """Set a runner's status; False when the id is not in the record."""
-        if status not in RUNNER_STATUSES:
-            raise ValueError(f"runner status must be one of {RUNNER_STATUSES}, not {status!r}")
-        with self._session(write=True) as session:
-            row = session.get(RunnerRow, runner_id)
-            if row is None:
-                return False
-            _change_status(session, row, status, f"set {status}", datetime.now(UTC))
-            return True
-
     def release(self, runner_id: int) -> RunnerRecord | None:
         """Delete the record of a runner that left, freeing its id; the record, or None."""
         with self._session(write=True) as session:
@@ -186,8 +185,9 @@ class Store:
             row = session.get(RunnerRow, runner_id)
             if row is not None:
                 return _record(row)
-            row = RunnerRow(
+            adopted = RunnerRecord(
                 runner_id=runner_id,
+                identity=None,
                 hostname=f"unknown-{runner_id}",
                 physical_ip=physical_ip,
                 vni=vni,
@@ -199,6 +199,7 @@ class Store:
                 vxlan_port=vxlan_port,
                 mtu=mtu,
             )
+            row = _row(adopted)
             session.add(row)
             message = (
                 f"runner {runner_id}: tunnel to {physical_ip} (VNI {vni}, {subnet}) found in the "
@@ -207,21 +208,6 @@ class Store:
             _log(session, now, "adopt", message, runner_id)
             session.flush()
             return _record(row)
-
-    def update_physical_ip(self, runner_id: int, physical_ip: str) -> bool:
-        """Change a runner's underlay address; False when the id is not in the record."""
-        with self._session(write=True) as session:
-            row = session.get(RunnerRow, runner_id)
-            if row is None:
-                return False
-            if row.physical_ip != physical_ip:
-                message = f"runner {runner_id} ({row.hostname}) moved from {row.physical_ip}"
-                row.physical_ip = physical_ip
-                session.add(row)
-                _log(
-                    session, datetime.now(UTC), "address", f"{message} to {physical_ip}", runner_id
-                )
-            return True
 
     def runners(self) -> list[RunnerRecord]:
         with self._session() as session:
@@ -286,12 +272,27 @@ class Store:
         return explained(self.path, self.busy_timeout)
 
 
+_RUNNER_FIELDS = tuple(field.name for field in fields(RunnerRecord))
+
+
 def _record(row: RunnerRow) -> RunnerRecord:
-    values = {field.name: getattr(row, field.name) for field in fields(RunnerRecord)}
+    """A row as the record the rest of krnet reads: every field, times as aware UTC."""
+    values = {name: getattr(row, name) for name in _RUNNER_FIELDS}
     values["first_seen"] = row.first_seen.astimezone(UTC)
     values["last_seen"] = row.last_seen.astimezone(UTC)
     values["observed"] = dict(row.observed or {})
     return RunnerRecord(**values)
+
+
+def _row(record: RunnerRecord, row: RunnerRow | None = None) -> RunnerRow:
+    """`record` written field by field into `row`, or into a new row."""
+    values = {name: getattr(record, name) for name in _RUNNER_FIELDS}
+    values["observed"] = dict(record.observed)
+    if row is None:
+        return RunnerRow(**values)
+    for name, value in values.items():
+        setattr(row, name, value)
+    return row
 
 
 def _event(row: EventRow) -> EventRecord:
@@ -299,19 +300,25 @@ def _event(row: EventRow) -> EventRecord:
     return EventRecord(row.id or 0, time, row.kind, row.runner_id, row.message)
 
 
-def _fill(row: RunnerRow, request: JoinRequest, *, vni: int, subnet: str, now: datetime) -> None:
-    """Write what a join says about a runner into its row, active as of `now`."""
-    row.identity = request.identity
-    row.hostname = request.hostname
-    row.physical_ip = request.physical_ip
-    row.vni = vni
-    row.subnet = subnet
-    row.status = ACTIVE
-    row.last_seen = now
-    row.vxlan_id = request.vxlan_id
-    row.vxlan_port = request.vxlan_port
-    row.mtu = request.mtu
-    row.observed = {}
+def _joined(
+    runner_id: int,
+    request: JoinRequest,
+    *,
+    vni: int,
+    subnet: str,
+    first_seen: datetime,
+    now: datetime,
+) -> RunnerRecord:
+    """The record of a runner that has just joined with `request`: active as of `now`."""
+    return RunnerRecord(
+        runner_id=runner_id,
+        **asdict(request),
+        vni=vni,
+        subnet=subnet,
+        status=ACTIVE,
+        first_seen=first_seen,
+        last_seen=now,
+    )
 
 
 def _change_status(

@@ -30,7 +30,7 @@ class Check:
     runner_id: int | None = None  # the runner a problem belongs to (health colours, mismatches)
 
     def to_json(self) -> dict[str, str]:
-        """The `krnet doctor --json` form (DESIGN.md): check, status, detail, fix."""
+        """The `krnet doctor --json` form (docs/design.md): check, status, detail, fix."""
         return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix}
 
 
