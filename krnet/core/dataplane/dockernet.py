@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from krnet.core.model.node_state import DockerNetworkInfo, DockerState
 from krnet.errors import DockerError
@@ -26,7 +26,6 @@ from krnet.errors import DockerError
 if TYPE_CHECKING:
     from docker import DockerClient
 
-    from krnet.core.dataplane.interfaces import OverlayAllocation
     from krnet.core.model.settings import Settings
 
 CLIENT_TIMEOUT = 15  # seconds
@@ -54,6 +53,21 @@ class NetworkSpec:
     def describe(self) -> str:
         bridge = self.options.get(BRIDGE_NAME_OPTION)
         return f"{self.subnet} gateway {self.gateway}" + (f" on {bridge}" if bridge else "")
+
+
+class OverlayAllocation(Protocol):
+    """The fields of a runner's allocation (the `welcome`) its Docker network is made from."""
+
+    @property
+    def subnet(self) -> str: ...
+    @property
+    def gateway(self) -> str: ...
+    @property
+    def host_ip_on_subnet(self) -> str: ...
+    @property
+    def bridge_name(self) -> str: ...
+    @property
+    def mtu(self) -> int: ...
 
 
 def select_network(settings: Settings, overlay_ready: bool) -> str:

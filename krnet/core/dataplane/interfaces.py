@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Protocol, Required, TypedDict, Unpack
 
+from krnet.core.dataplane.dockernet import NetworkSpec, OverlayAllocation
+
 if TYPE_CHECKING:
-    from krnet.core.dataplane.dockernet import NetworkSpec
     from krnet.core.dataplane.firewall import FirewallPlan
     from krnet.core.dataplane.probe import ProbeOutcome, ProbeTarget
     from krnet.core.model.node_state import LinkInfo
@@ -110,21 +111,6 @@ class PlaneEvents(Protocol):
     def changed(self, change: str, runner_id: int | None) -> None: ...
 
     def adopted(self, adoption: Adoption) -> None: ...
-
-
-class OverlayAllocation(Protocol):
-    """The fields of a runner's allocation (the `welcome`) its Docker network is made from."""
-
-    @property
-    def subnet(self) -> str: ...
-    @property
-    def gateway(self) -> str: ...
-    @property
-    def host_ip_on_subnet(self) -> str: ...
-    @property
-    def bridge_name(self) -> str: ...
-    @property
-    def mtu(self) -> int: ...
 
 
 class RunnerAllocation(OverlayAllocation, Protocol):
