@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import TYPE_CHECKING, Protocol, Required, TypedDict, Unpack
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from krnet.core.dataplane.dockernet import NetworkSpec, OverlayAllocation
 
 if TYPE_CHECKING:
+    from typing import Required  # typing has them from 3.11
+
+    from typing_extensions import Unpack
+
     from krnet.core.dataplane.firewall import FirewallPlan
     from krnet.core.dataplane.probe import ProbeOutcome, ProbeTarget
     from krnet.core.model.node_state import LinkInfo

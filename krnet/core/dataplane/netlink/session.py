@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import TYPE_CHECKING, Unpack
+from typing import TYPE_CHECKING
 
 from krnet.core.dataplane import sysctl
 from krnet.core.dataplane.netlink import links, routes
@@ -18,6 +18,7 @@ from krnet.core.dataplane.netlink.state import (
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
+    from typing_extensions import Unpack  # typing has them from 3.11
 
     from krnet.core.dataplane.interfaces import VxlanSpec
     from krnet.core.model.node_state import LinkInfo
