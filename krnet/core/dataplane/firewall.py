@@ -351,16 +351,22 @@ def ensure_firewall(
     """
     changes = _apply(ipt, converge_steps(plan, read_ruleset(ipt)))
     fw = firewalld if firewalld is not None else Firewalld(ipt.runner)
-    return changes + fw.ensure_trusted(plan.interfaces)
+    vxlan = fw.ensure_vxlan_port(plan.vxlan_port, plan.guard_peers, not plan.guard_enabled)
+    return changes + vxlan + fw.ensure_trusted(plan.interfaces)
 
 
 def remove_firewall(
-    ipt: Iptables, firewalld: Firewalld | None = None, interfaces: Sequence[str] = ()
+    ipt: Iptables,
+    firewalld: Firewalld | None = None,
+    interfaces: Sequence[str] = (),
+    vxlan_port: int | None = None,
 ) -> list[str]:
-    """Remove krnet's chains, the jumps into them and its trusted interfaces; idempotent."""
+    """Remove krnet's chains, the jumps into them, its trusted interfaces and (given the port)
+    its VXLAN openings in firewalld; idempotent."""
     changes = _apply(ipt, removal_steps(read_ruleset(ipt)))
     fw = firewalld if firewalld is not None else Firewalld(ipt.runner)
-    return changes + fw.remove_trusted(interfaces)
+    vxlan = fw.remove_vxlan_port(vxlan_port) if vxlan_port is not None else []
+    return changes + vxlan + fw.remove_trusted(interfaces)
 
 
 def _apply(ipt: Iptables, steps: Iterable[Step]) -> list[str]:

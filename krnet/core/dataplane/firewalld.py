@@ -1,15 +1,25 @@
-"""firewalld's trusted zone for the overlay interfaces, as the reference does it.
+"""firewalld's trusted zone for the overlay interfaces, as the reference does it, and the
+VXLAN port in the underlay's zone.
 
 Runtime only (no --permanent): krnet re-applies it on every pass, so a `firewall-cmd
 --reload` or a reboot never leaves a stale permanent binding behind. firewalld filters the
-network namespace it runs in (the init one); elsewhere (a lab namespace) it is left alone.
+network namespace it runs in; krnet touches it only when that is the namespace krnet runs in.
+
+firewalld's zone on the underlay link rejects UDP 4789 unless told otherwise, whatever
+iptables accepts (each nftables table votes on its own). So krnet accepts the VXLAN port there
+from the members only (one rich rule per peer address, the guard's allowlist), or from anyone
+when `vxlan_port_guard` is off (`--add-port`), in the zone of the link that reaches each peer.
+What the permanent configuration already holds is the operator's and is never removed.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from krnet.core.dataplane.proc import Runner, run_command
 from krnet.core.model.plan import RUNNER_TUNNEL, TUNNEL_PREFIX, runner_id_from_tunnel
@@ -17,6 +27,61 @@ from krnet.errors import FirewallError
 
 TRUSTED_ZONE = "trusted"
 HOST_TUNNEL_WILDCARD = f"{TUNNEL_PREFIX}+"  # firewalld's wildcard for every vxkrN
+FIREWALLD_BUS_NAME = "org.fedoraproject.FirewallD1"
+VXLAN_RULE = re.compile(
+    r'rule family="ipv4" source address="(?P<peer>[0-9.]+)(?:/32)?" '
+    r'port port="(?P<port>[0-9]+)" protocol="udp" accept'
+)
+
+
+def vxlan_rule(peer: str, port: int) -> str:
+    """The rich rule that accepts VXLAN from one member, as firewalld lists it."""
+    return f'rule family="ipv4" source address="{peer}" port port="{port}" protocol="udp" accept'
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One zone as `firewall-cmd --list-all` prints it (the parts krnet reads)."""
+
+    name: str
+    interfaces: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()
+    rich_rules: tuple[str, ...] = ()
+
+    def vxlan_openings(self, port: int | None = None) -> tuple[str, ...]:
+        """The openings of this zone krnet would make: "4789/udp" or a VXLAN rich rule."""
+        openings = [p for p in self.ports if p.endswith("/udp")]
+        openings += [r for r in self.rich_rules if VXLAN_RULE.fullmatch(r)]
+        return tuple(o for o in openings if port is None or _opening_port(o) == port)
+
+
+def _opening_port(opening: str) -> int:
+    match = VXLAN_RULE.fullmatch(opening)
+    return int(match["port"] if match else opening.partition("/")[0])
+
+
+def parse_zones(text: str) -> dict[str, Zone]:
+    """`--list-all` or `--list-all-zones` output, by zone name."""
+    zones: dict[str, Zone] = {}
+    name, fields, key = "", dict[str, list[str]](), ""
+    for line in [*text.splitlines(), ""]:
+        if not line.strip():
+            if name:
+                zones[name] = Zone(
+                    name,
+                    tuple(fields.get("interfaces", [])),
+                    tuple(fields.get("ports", [])),
+                    tuple(fields.get("rich rules", [])),
+                )
+            name, fields, key = "", {}, ""
+        elif not line[0].isspace():
+            name = line.split()[0]
+        elif key == "rich rules" and line.startswith("\t"):
+            fields[key].append(line.strip())
+        else:
+            key, _, value = line.strip().partition(":")
+            fields[key] = value.split() if key != "rich rules" else []
+    return zones
 
 
 def krnet_interface(name: str) -> bool:
@@ -40,10 +105,24 @@ class Firewalld:
         return state.returncode == 0 and self._filters_here()
 
     def _filters_here(self) -> bool:
-        """False only when our commands provably run in another namespace than PID 1's."""
-        result = self._run(["readlink", "/proc/self/ns/net", "/proc/1/ns/net"])
+        """False only when our commands provably run in another namespace than firewalld's.
+
+        firewalld's own process is asked of the bus it answers on; without `dbus-send`, PID 1
+        stands in for it (firewalld as a system service runs in PID 1's namespace).
+        """
+        result = self._run(["readlink", "/proc/self/ns/net", f"/proc/{self._pid()}/ns/net"])
         namespaces = result.stdout.split()
         return result.returncode != 0 or len(set(namespaces)) == 1
+
+    def _pid(self) -> int:
+        argv = ["dbus-send", "--system", "--print-reply", "--dest=org.freedesktop.DBus"]
+        argv += ["/org/freedesktop/DBus", "org.freedesktop.DBus.GetConnectionUnixProcessID"]
+        try:
+            answer = self._run([*argv, f"string:{FIREWALLD_BUS_NAME}"])
+        except FileNotFoundError:
+            return 1
+        words = answer.stdout.split()
+        return int(words[-1]) if answer.returncode == 0 and words[-1:][0].isdigit() else 1
 
     def trusted(self) -> tuple[str, ...]:
         """The interfaces in the trusted zone now (runtime configuration)."""
@@ -69,6 +148,68 @@ class Firewalld:
             return []
         return self._remove([n for n in self.trusted() if krnet_interface(n) or n in interfaces])
 
+    def ensure_vxlan_port(self, port: int, peers: Sequence[str], anyone: bool) -> list[str]:
+        """Accept UDP `port` in the zone that reaches each peer: from the peers, or `anyone`."""
+        if not self.running():
+            return []
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for peer in peers:
+            opening = f"{port}/udp" if anyone else vxlan_rule(peer, port)
+            wanted[self._zone_towards(peer)].add(opening)
+        if anyone and not peers:
+            wanted[self._call("--get-default-zone").stdout.strip()].add(f"{port}/udp")
+        changes: list[str] = []
+        for zone_name in sorted(wanted):
+            zone = self._zone(zone_name)
+            have = zone.vxlan_openings(port)
+            for opening in sorted(wanted[zone_name] - set(have)):
+                self._call(f"--zone={zone_name}", _option("add", opening))
+                changes.append(
+                    f"firewalld: {_describe(opening)} accepted in the {zone_name} zone (runtime)"
+                )
+            stale = [o for o in have if o not in wanted[zone_name]]
+            changes += self._close(zone_name, stale)
+        return changes
+
+    def remove_vxlan_port(self, port: int) -> list[str]:
+        """Take out every VXLAN opening krnet makes for `port`, in every zone."""
+        if not self.running():
+            return []
+        changes: list[str] = []
+        for zone in parse_zones(self._call("--list-all-zones").stdout).values():
+            changes += self._close(zone.name, zone.vxlan_openings(port))
+        return changes
+
+    def _close(self, zone_name: str, openings: Iterable[str]) -> list[str]:
+        """Remove runtime openings, except those the permanent configuration holds."""
+        openings = list(openings)
+        if not openings:
+            return []
+        kept = set(self._zone(zone_name, permanent=True).vxlan_openings())
+        changes = []
+        for opening in openings:
+            if opening not in kept:
+                self._call(f"--zone={zone_name}", _option("remove", opening))
+                changes.append(
+                    f"firewalld: {_describe(opening)} no longer accepted in the {zone_name} zone"
+                )
+        return changes
+
+    def _zone(self, name: str, permanent: bool = False) -> Zone:
+        args = ["--permanent"] if permanent else []
+        zones = parse_zones(self._call(*args, f"--zone={name}", "--list-all").stdout)
+        return zones.get(name, Zone(name))
+
+    def _zone_towards(self, peer: str) -> str:
+        """The zone of the link our route to `peer` leaves by; firewalld's default without one."""
+        route = self._run(["ip", "-o", "route", "get", peer]).stdout.split()
+        device = route[route.index("dev") + 1] if "dev" in route[:-1] else None
+        if device is not None:
+            found = self._run([self.binary, f"--get-zone-of-interface={device}"])
+            if found.returncode == 0 and found.stdout.strip():
+                return found.stdout.strip()
+        return self._call("--get-default-zone").stdout.strip()
+
     def _remove(self, names: Sequence[str]) -> list[str]:
         for name in names:
             self._call(f"--zone={TRUSTED_ZONE}", f"--remove-interface={name}")
@@ -92,3 +233,16 @@ class Firewalld:
                 "check `firewall-cmd --get-active-zones` and firewalld's log"
             )
         return result
+
+
+def _option(verb: str, opening: str) -> str:
+    """`--add-port=4789/udp`, `--remove-rich-rule=...`: the option for one opening."""
+    kind = "rich-rule" if VXLAN_RULE.fullmatch(opening) else "port"
+    return f"--{verb}-{kind}={opening}"
+
+
+def _describe(opening: str) -> str:
+    match = VXLAN_RULE.fullmatch(opening)
+    if match is None:
+        return f"UDP {_opening_port(opening)} (VXLAN) from anyone"
+    return f"UDP {match['port']} (VXLAN) from {match['peer']}"
