@@ -345,14 +345,15 @@ def read_rules(ipt: Iptables) -> tuple[RuleInfo, ...]:
 def ensure_firewall(
     plan: FirewallPlan, ipt: Iptables, firewalld: Firewalld | None = None
 ) -> list[str]:
-    """Converge iptables (and firewalld's trusted zone, when it runs) on `plan`; say what changed.
+    """Converge iptables (and firewalld when it runs: trusted zone, VXLAN port) on `plan`; say
+    what changed.
 
     firewalld is reached through the same runner as `ipt` unless one is given.
     """
     changes = _apply(ipt, converge_steps(plan, read_ruleset(ipt)))
     fw = firewalld if firewalld is not None else Firewalld(ipt.runner)
-    vxlan = fw.ensure_vxlan_port(plan.vxlan_port, plan.guard_peers, not plan.guard_enabled)
-    return changes + vxlan + fw.ensure_trusted(plan.interfaces)
+    anyone = not plan.guard_enabled
+    return changes + fw.ensure_overlay(plan.interfaces, plan.vxlan_port, plan.guard_peers, anyone)
 
 
 def remove_firewall(

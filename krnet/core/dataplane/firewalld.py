@@ -47,6 +47,7 @@ class Zone:
     interfaces: tuple[str, ...] = ()
     ports: tuple[str, ...] = ()
     rich_rules: tuple[str, ...] = ()
+    default: bool = False  # the zone of every link bound to none
 
     def vxlan_openings(self, port: int | None = None) -> tuple[str, ...]:
         """The openings of this zone krnet would make: "4789/udp" or a VXLAN rich rule."""
@@ -63,7 +64,7 @@ def _opening_port(opening: str) -> int:
 def parse_zones(text: str) -> dict[str, Zone]:
     """`--list-all` or `--list-all-zones` output, by zone name."""
     zones: dict[str, Zone] = {}
-    name, fields, key = "", dict[str, list[str]](), ""
+    name, fields, key, default = "", dict[str, list[str]](), "", False
     for line in [*text.splitlines(), ""]:
         if not line.strip():
             if name:
@@ -72,10 +73,12 @@ def parse_zones(text: str) -> dict[str, Zone]:
                     tuple(fields.get("interfaces", [])),
                     tuple(fields.get("ports", [])),
                     tuple(fields.get("rich rules", [])),
+                    default,
                 )
-            name, fields, key = "", {}, ""
-        elif not line[0].isspace():
-            name = line.split()[0]
+            name, fields, key, default = "", {}, "", False
+        elif not line[0].isspace():  # "public (default, active)"
+            name, _, attributes = line.partition(" ")
+            default = "default" in attributes
         elif key == "rich rules" and line.startswith("\t"):
             fields[key].append(line.strip())
         else:
@@ -122,7 +125,7 @@ class Firewalld:
         except FileNotFoundError:
             return 1
         words = answer.stdout.split()
-        return int(words[-1]) if answer.returncode == 0 and words[-1:][0].isdigit() else 1
+        return int(words[-1]) if answer.returncode == 0 and words and words[-1].isdigit() else 1
 
     def trusted(self) -> tuple[str, ...]:
         """The interfaces in the trusted zone now (runtime configuration)."""
@@ -132,7 +135,21 @@ class Firewalld:
         """Put `interfaces` in the trusted zone and take out tunnels no longer wanted."""
         if not self.running():
             return []
-        current = self.trusted()
+        return self._converge_trusted(self.trusted(), interfaces)
+
+    def ensure_overlay(
+        self, interfaces: Sequence[str], port: int, peers: Sequence[str], anyone: bool
+    ) -> list[str]:
+        """`ensure_vxlan_port` then `ensure_trusted`, from one look at firewalld (slow to ask)."""
+        if not self.running():
+            return []
+        zones = self._zones()
+        trusted = zones.get(TRUSTED_ZONE, Zone(TRUSTED_ZONE)).interfaces
+        return self._converge_vxlan(zones, port, peers, anyone) + self._converge_trusted(
+            trusted, interfaces
+        )
+
+    def _converge_trusted(self, current: Sequence[str], interfaces: Sequence[str]) -> list[str]:
         changes = []
         for name in interfaces:
             if name not in current:
@@ -149,35 +166,41 @@ class Firewalld:
         return self._remove([n for n in self.trusted() if krnet_interface(n) or n in interfaces])
 
     def ensure_vxlan_port(self, port: int, peers: Sequence[str], anyone: bool) -> list[str]:
-        """Accept UDP `port` in the zone that reaches each peer: from the peers, or `anyone`."""
+        """Accept UDP `port` in the zone that reaches each peer: from the peers, or `anyone`;
+        take out openings of that port krnet no longer wants, in any zone."""
         if not self.running():
             return []
-        wanted: dict[str, set[str]] = defaultdict(set)
-        for peer in peers:
-            opening = f"{port}/udp" if anyone else vxlan_rule(peer, port)
-            wanted[self._zone_towards(peer)].add(opening)
-        if anyone and not peers:
-            wanted[self._call("--get-default-zone").stdout.strip()].add(f"{port}/udp")
-        changes: list[str] = []
-        for zone_name in sorted(wanted):
-            zone = self._zone(zone_name)
-            have = zone.vxlan_openings(port)
-            for opening in sorted(wanted[zone_name] - set(have)):
-                self._call(f"--zone={zone_name}", _option("add", opening))
-                changes.append(
-                    f"firewalld: {_describe(opening)} accepted in the {zone_name} zone (runtime)"
-                )
-            stale = [o for o in have if o not in wanted[zone_name]]
-            changes += self._close(zone_name, stale)
-        return changes
+        return self._converge_vxlan(self._zones(), port, peers, anyone)
 
     def remove_vxlan_port(self, port: int) -> list[str]:
         """Take out every VXLAN opening krnet makes for `port`, in every zone."""
         if not self.running():
             return []
         changes: list[str] = []
-        for zone in parse_zones(self._call("--list-all-zones").stdout).values():
+        for zone in self._zones().values():
             changes += self._close(zone.name, zone.vxlan_openings(port))
+        return changes
+
+    def _converge_vxlan(
+        self, zones: dict[str, Zone], port: int, peers: Sequence[str], anyone: bool
+    ) -> list[str]:
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for peer in peers:
+            opening = f"{port}/udp" if anyone else vxlan_rule(peer, port)
+            wanted[self._zone_towards(peer, zones)].add(opening)
+        if anyone and not peers:
+            wanted[self._default_zone(zones)].add(f"{port}/udp")
+        changes: list[str] = []
+        for name in sorted(set(wanted) | set(zones)):
+            have = zones.get(name, Zone(name)).vxlan_openings(port)
+            missing = sorted(wanted[name] - set(have))
+            if missing:
+                self._call(f"--zone={name}", *(_option("add", opening) for opening in missing))
+            changes += [
+                f"firewalld: {_describe(opening)} accepted in the {name} zone (runtime)"
+                for opening in missing
+            ]
+            changes += self._close(name, [o for o in have if o not in wanted[name]])
         return changes
 
     def _close(self, zone_name: str, openings: Iterable[str]) -> list[str]:
@@ -185,30 +208,29 @@ class Firewalld:
         openings = list(openings)
         if not openings:
             return []
-        kept = set(self._zone(zone_name, permanent=True).vxlan_openings())
-        changes = []
-        for opening in openings:
-            if opening not in kept:
-                self._call(f"--zone={zone_name}", _option("remove", opening))
-                changes.append(
-                    f"firewalld: {_describe(opening)} no longer accepted in the {zone_name} zone"
-                )
-        return changes
+        permanent = self._call("--permanent", f"--zone={zone_name}", "--list-all").stdout
+        kept = parse_zones(permanent).get(zone_name, Zone(zone_name)).vxlan_openings()
+        closing = [opening for opening in openings if opening not in kept]
+        if closing:
+            self._call(f"--zone={zone_name}", *(_option("remove", o) for o in closing))
+        return [
+            f"firewalld: {_describe(opening)} no longer accepted in the {zone_name} zone"
+            for opening in closing
+        ]
 
-    def _zone(self, name: str, permanent: bool = False) -> Zone:
-        args = ["--permanent"] if permanent else []
-        zones = parse_zones(self._call(*args, f"--zone={name}", "--list-all").stdout)
-        return zones.get(name, Zone(name))
+    def _zones(self) -> dict[str, Zone]:
+        return parse_zones(self._call("--list-all-zones").stdout)
 
-    def _zone_towards(self, peer: str) -> str:
-        """The zone of the link our route to `peer` leaves by; firewalld's default without one."""
+    def _default_zone(self, zones: dict[str, Zone]) -> str:
+        marked = [zone.name for zone in zones.values() if zone.default]
+        return marked[0] if marked else self._call("--get-default-zone").stdout.strip()
+
+    def _zone_towards(self, peer: str, zones: dict[str, Zone]) -> str:
+        """The zone of the link our route to `peer` leaves by (the default one when unbound)."""
         route = self._run(["ip", "-o", "route", "get", peer]).stdout.split()
         device = route[route.index("dev") + 1] if "dev" in route[:-1] else None
-        if device is not None:
-            found = self._run([self.binary, f"--get-zone-of-interface={device}"])
-            if found.returncode == 0 and found.stdout.strip():
-                return found.stdout.strip()
-        return self._call("--get-default-zone").stdout.strip()
+        bound = [zone.name for zone in zones.values() if device in zone.interfaces]
+        return bound[0] if bound else self._default_zone(zones)
 
     def _remove(self, names: Sequence[str]) -> list[str]:
         for name in names:
