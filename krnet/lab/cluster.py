@@ -106,7 +106,7 @@ class Cluster:
     token: str = field(init=False, default_factory=lambda: secrets.token_hex(32))
     containers: dict[str, str] = field(init=False, default_factory=dict)  # name -> address
     _daemons: list[DockerDaemon] = field(init=False, default_factory=list)
-    firewalls: dict[str, LabFirewalld] = field(init=False, default_factory=dict)  # node name ->
+    firewalls: dict[str, LabFirewalld] = field(init=False, default_factory=dict)  # by node name
 
     # -- building -----------------------------------------------------------------------------
 

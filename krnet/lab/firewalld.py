@@ -33,17 +33,14 @@ class LabFirewalld:
     workdir: Path
     process: subprocess.Popen[bytes]
 
-    @property
-    def log(self) -> Path:
-        return self.workdir / "firewalld.log"
-
     def cmd(self, *args: str, check: bool = True) -> str:
         """`firewall-cmd ARGS` against this firewalld; its stdout."""
         return self.node.run(["firewall-cmd", *args], check=check).stdout
 
 
 def start_firewalld(node: Node, workdir: Path, timeout: float = START_TIMEOUT) -> LabFirewalld:
-    """Start D-Bus and firewalld in a new mount namespace of `node`; the default zone on eth0.
+    """Start D-Bus and firewalld in a new mount namespace of `node`; eth0 in the default zone
+    (runtime and permanent, as NetworkManager's connection zone would be).
 
     From here on `node` runs its commands in that mount namespace; the lab's teardown stops
     firewalld (its process group) and the D-Bus daemon (everything in the network namespace).
@@ -74,7 +71,8 @@ def start_firewalld(node: Node, workdir: Path, timeout: float = START_TIMEOUT) -
     node.mount_path = f"/proc/{process.pid}/ns/mnt"
     _wait_running(daemon, timeout)
     zone = daemon.cmd("--get-default-zone").strip()
-    daemon.cmd(f"--zone={zone}", f"--change-interface={NODE_LINK}")
+    for where in (("--permanent",), ()):  # permanent too, so a `--reload` keeps it
+        daemon.cmd(*where, f"--zone={zone}", f"--change-interface={NODE_LINK}")
     return daemon
 
 
@@ -86,8 +84,9 @@ def _wait_running(daemon: LabFirewalld, timeout: float) -> None:
         if daemon.node.run(["firewall-cmd", "--state"], check=False).returncode == 0:
             return
         time.sleep(0.5)
-    said = (daemon.workdir / "firewalld.out").read_text(errors="replace")[-500:]
+    said = (daemon.workdir / "firewalld.out").read_text(errors="replace")[-500:].strip()
+    log = daemon.workdir / "firewalld.log"
     raise LabError(
         f"firewalld did not start in {daemon.node.ns} within {timeout:.0f}s "
-        f"(exit {daemon.process.poll()}): {said.strip() or 'see ' + str(daemon.log)}"
+        f"(exit {daemon.process.poll()}): {said or f'see {log}'}"
     )

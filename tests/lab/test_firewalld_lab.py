@@ -56,7 +56,8 @@ def trusted(cluster: Cluster, node: ClusterNode) -> set[str]:
 
 
 def rich_rules(cluster: Cluster, node: ClusterNode) -> set[str]:
-    return set(fw(cluster, node, "--zone=public", "--list-rich-rules").splitlines())
+    listed = fw(cluster, node, "--zone=public", "--list-rich-rules").splitlines()
+    return {line for line in listed if line.strip()}
 
 
 def test_firewalld_filters_each_node_and_not_this_machine(cluster: Cluster) -> None:
@@ -125,11 +126,10 @@ def test_a_restart_after_a_firewalld_reload_reapplies(cluster: Cluster) -> None:
     cluster.wait_until(
         "the host's tunnels trusted", lambda: trusted(cluster, cluster.host) == {"vxkr1", "vxkr2"}
     )
-    for runner in cluster.nodes:
-        cluster.wait_until(
-            f"{runner.name}'s links trusted",
-            lambda runner=runner: trusted(cluster, runner) == {"kohaku-overlay", "vxlan0"},
-        )
+    cluster.wait_until(
+        "the runners' links trusted",
+        lambda: all(trusted(cluster, r) == {"kohaku-overlay", "vxlan0"} for r in cluster.nodes),
+    )
     cluster.wait_until(
         "VXLAN accepted from both runners", lambda: len(rich_rules(cluster, cluster.host)) == 2
     )
