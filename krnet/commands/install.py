@@ -56,6 +56,8 @@ def run_install(args: argparse.Namespace) -> int:
         raise UsageError("--enable starts the service on this machine: leave out --root")
     binary = (Path(args.prefix).absolute() if args.prefix else DEFAULT_PREFIX) / "bin" / "krnet"
     unit_path = UNIT_DIR / UNIT_NAME
+    if args.root:
+        root.mkdir(parents=True, exist_ok=True)  # the scratch root itself is the caller's
     targets = [_under(root, binary), _under(root, unit_path)]
     created = sorted({d for target in targets for d in _new_dirs(target)}, key=str)
     try:

@@ -11,6 +11,7 @@ import configparser
 import shutil
 import stat
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from krnet.cli import main
 from krnet.commands.systemd import CAPABILITIES, render_unit
 from krnet.config import config_path, data_dir_path, default_layout, system_wide
-from tests.support import privileged_required
+from tests.support import privileged_required, require_zipapp
 
 
 def files_under(root: Path) -> set[Path]:
@@ -252,3 +253,21 @@ def test_a_unit_for_files_in_a_home_directory_keeps_them_reachable(tmp_path: Pat
         check=False,
     )
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_the_built_zipapp_installs_and_uninstalls_itself(tmp_path: Path) -> None:
+    """What ships: dist/krnet.pyz, run as users run it, copies exactly itself."""
+    zipapp = require_zipapp()
+    root = tmp_path / "root"
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHIV_ROOT": str(tmp_path / "s")}
+    command = [sys.executable, "-S", str(zipapp)]
+    installed = subprocess.run(
+        [*command, "install", "--root", str(root)], env=environ, capture_output=True, text=True
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert (root / "usr/local/bin/krnet").read_bytes() == zipapp.read_bytes()
+    removed = subprocess.run(
+        [*command, "uninstall", "--root", str(root)], env=environ, capture_output=True, text=True
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert files_under(root) == set()
