@@ -25,6 +25,8 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("config", "show"): "setup:run_config_show",
     ("token",): "setup:run_token",
     ("cleanup",): "cleanup:run",
+    ("install",): "install:run_install",
+    ("uninstall",): "install:run_uninstall",
     ("demo",): "demo:run",
     ("db", "upgrade"): "db:run_upgrade",
     ("db", "current"): "db:run_current",
@@ -85,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cleanup = commands.add_parser("cleanup", help="remove every link, rule and network krnet made")
     cleanup.add_argument("--yes", action="store_true", help="do it without asking")
+
+    install = commands.add_parser("install", help="copy this zipapp and a systemd unit into place")
+    install.add_argument("--prefix", metavar="DIR", help="install DIR/bin/krnet (/usr/local)")
+    install.add_argument("--root", metavar="DIR", help="install under DIR (a scratch root)")
+    install.add_argument("--enable", action="store_true", help="systemctl enable --now krnet")
+    uninstall = commands.add_parser("uninstall", help="remove what `krnet install` wrote")
+    uninstall.add_argument("--root", metavar="DIR", help="the root `install --root` used")
 
     demo = commands.add_parser("demo", help="a whole cluster in network namespaces on this machine")
     demo.add_argument("--headless", action="store_true", help="print a report, no TUI")

@@ -9,7 +9,15 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from krnet.config import config_path, data_dir_path, load_settings, settings_from
+from krnet.commands.systemd import UNIT_NAME, render_unit, systemd_quote
+from krnet.config import (
+    SYSTEM_DIRS,
+    config_path,
+    data_dir_path,
+    default_layout,
+    load_settings,
+    settings_from,
+)
 from krnet.config.sources import flag_name
 from krnet.core.model.settings import Settings, is_loopback_reachable_address
 from krnet.core.protocol.token import (
@@ -21,7 +29,6 @@ from krnet.core.protocol.token import (
 )
 from krnet.errors import ConfigError, UsageError
 
-UNIT_NAME = "krnet.service"
 SHARED_KEYS = ("overlay_vxlan_id", "overlay_vxlan_port", "overlay_mtu")
 _COMMENTS = {
     "host_reachable_address": "Runners build their VXLAN tunnels to this address: this host's LAN "
@@ -133,41 +140,12 @@ def _serve_executable() -> str:
     return shutil.which("krnet") or "krnet"
 
 
-def _systemd_quote(word: str) -> str:
-    if word and not any(ch.isspace() or ch in "\"'\\;$%" for ch in word):
-        return word
-    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
-    return f'"{escaped}"'
-
-
-def render_unit(executable: str, config: Path, data_dir: Path, mode: str) -> str:
-    """A systemd unit running `krnet serve` with exactly the files `krnet init` wrote."""
-    command = [executable, "--config", str(config), "--data-dir", str(data_dir), "serve"]
-    return f"""[Unit]
-Description=krnet VXLAN overlay ({mode})
-Wants=network-online.target
-After=network-online.target docker.service
-
-[Service]
-Type=simple
-ExecStart={" ".join(map(_systemd_quote, command))}
-Restart=on-failure
-RestartSec=5
-KillSignal=SIGTERM
-# Stopping leaves the tunnels up, so running containers keep their network.
-TimeoutStopSec=30
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
 def _krnet_command(args: argparse.Namespace) -> str:
     """`krnet` with the global options this run was given, for copy-paste next steps."""
     words = ["krnet"]
     for option in ("config", "data_dir"):
         if getattr(args, option, None):
-            words += [flag_name(option), _systemd_quote(getattr(args, option))]
+            words += [flag_name(option), systemd_quote(getattr(args, option))]
     return " ".join(words)
 
 
@@ -236,6 +214,7 @@ def run_config_show(args: argparse.Namespace) -> int:
         document = {
             "config_file": str(loaded.config_file) if loaded.config_file else None,
             "data_dir": str(loaded.data_dir),
+            "default_dirs": default_layout(),
             "settings": {
                 key: {"value": value, "source": loaded.sources[key]}
                 for key, value in values.items()
@@ -247,7 +226,8 @@ def run_config_show(args: argparse.Namespace) -> int:
         rows = [("KEY", "VALUE", "SOURCE")]
         rows += [(key, _cell(value), loaded.sources[key]) for key, value in values.items()]
         widths = [max(len(row[column]) for row in rows) for column in (0, 1)]
-        print(f"config file: {config_file}\ndata dir:    {loaded.data_dir}\n")
+        print(f"config file: {config_file}\ndata dir:    {loaded.data_dir}")
+        print(f"defaults:    {_layout_line(default_layout())}\n")
         for key, value, source in rows:
             print(f"{key:<{widths[0]}}  {value:<{widths[1]}}  {source}")
     settings = loaded.settings
@@ -263,6 +243,13 @@ def run_config_show(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _layout_line(layout: str) -> str:
+    if layout == "system":
+        dirs = ", ".join(str(path) for path in SYSTEM_DIRS.values())
+        return f"system ({dirs}: run as root)"
+    return "user (platformdirs' user config and data dirs)"
 
 
 # --- krnet token ---------------------------------------------------------------------------

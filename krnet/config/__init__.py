@@ -22,21 +22,53 @@ if TYPE_CHECKING:
 APP_NAME = "krnet"
 CONFIG_FILE_NAME = "krnet.toml"
 REFERENCE_DIR = ".kohakuriver"
+SYSTEM_DIRS = {"config": Path("/etc/krnet"), "data": Path("/var/lib/krnet")}
 
 
-def _user_dir(kind: str, environ: Mapping[str, str] | None, home: Path | None) -> Path:
-    """platformdirs' user config/data dir; computed from `environ`/`home` when they are given.
-
-    Given either, the XDG rule platformdirs applies on Linux is applied to them instead of to
-    the process's own, so tests and callers never read the real home.
+def system_wide(environ: Mapping[str, str], uid: int, home: Path | None = None) -> bool:
+    """Whether the defaults are the system's dirs (/etc/krnet, /var/lib/krnet): run as root,
+    with HOME unset or root's own home. A HOME pointed elsewhere asks for a per-user layout
+    there (as a test harness or `sudo -H -u` does); --config, --data-dir and KRNET_* win anyway.
     """
+    if uid != 0:
+        return False
+    named = str(home) if home is not None else environ.get("HOME", "")
+    return not named or Path(named) == _root_home()
+
+
+def _root_home() -> Path:
+    import pwd
+
+    try:
+        return Path(pwd.getpwuid(0).pw_dir)
+    except KeyError:
+        return Path("/root")
+
+
+def default_layout(environ: Mapping[str, str] | None = None, uid: int | None = None) -> str:
+    """ "system" or "user": which default dirs apply to this process (or to `environ`/`uid`)."""
+    env = os.environ if environ is None else environ
+    return "system" if system_wide(env, os.geteuid() if uid is None else uid) else "user"
+
+
+def _user_dir(
+    kind: str, environ: Mapping[str, str] | None, home: Path | None, uid: int | None = None
+) -> Path:
+    """The default config/data dir: the system's as root, else platformdirs' user dir.
+
+    Computed from `environ`/`home`/`uid` when they are given (the XDG rule platformdirs applies
+    on Linux, applied to them), so tests and callers never read the real home or need root.
+    """
+    if system_wide(os.environ if environ is None else environ, _uid(uid), home):
+        return SYSTEM_DIRS[kind]
     if environ is None and home is None:
         import platformdirs
 
         getter = platformdirs.user_config_dir if kind == "config" else platformdirs.user_data_dir
         return Path(getter(APP_NAME))
     environ = {} if environ is None else environ
-    home = Path.home() if home is None else home
+    if home is None:
+        home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
     variable, fallback = (
         ("XDG_CONFIG_HOME", ".config") if kind == "config" else ("XDG_DATA_HOME", ".local/share")
     )
@@ -44,11 +76,16 @@ def _user_dir(kind: str, environ: Mapping[str, str] | None, home: Path | None) -
     return (Path(base) if base else home / fallback) / APP_NAME
 
 
+def _uid(uid: int | None) -> int:
+    return os.geteuid() if uid is None else uid
+
+
 def config_path(
     args: argparse.Namespace | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     home: Path | None = None,
+    uid: int | None = None,
 ) -> tuple[Path, str | None]:
     """Where krnet.toml is, and what named it ("--config", "KRNET_CONFIG", None = default)."""
     env = os.environ if environ is None else environ
@@ -56,7 +93,7 @@ def config_path(
         return Path(args.config).expanduser().absolute(), "--config"
     if env.get("KRNET_CONFIG"):
         return Path(env["KRNET_CONFIG"]).expanduser().absolute(), "KRNET_CONFIG"
-    return _user_dir("config", environ, home) / CONFIG_FILE_NAME, None
+    return _user_dir("config", environ, home, uid) / CONFIG_FILE_NAME, None
 
 
 def data_dir_path(
@@ -64,14 +101,16 @@ def data_dir_path(
     *,
     environ: Mapping[str, str] | None = None,
     home: Path | None = None,
+    uid: int | None = None,
 ) -> Path:
-    """Where the database and the join token live: --data-dir, KRNET_DATA_DIR, else platformdirs."""
+    """Where the database and the join token live: --data-dir, KRNET_DATA_DIR, else the
+    default (/var/lib/krnet as root, platformdirs' user data dir otherwise)."""
     env = os.environ if environ is None else environ
     if args is not None and getattr(args, "data_dir", None):
         return Path(args.data_dir).expanduser().absolute()
     if env.get("KRNET_DATA_DIR"):
         return Path(env["KRNET_DATA_DIR"]).expanduser().absolute()
-    return _user_dir("data", environ, home)
+    return _user_dir("data", environ, home, uid)
 
 
 def reference_config_path(mode: str, home: Path | None = None) -> Path:

@@ -29,6 +29,7 @@ from krnet.lab.namespaces import Lab, Node
 
 if TYPE_CHECKING:
     from krnet.lab.dockerd import DockerDaemon
+    from krnet.lab.firewalld import LabFirewalld
 
 HOST_UNDERLAY = "192.0.2.1"
 INTERNET_ADDRESS = "198.51.100.1"
@@ -95,6 +96,7 @@ class Cluster:
     workdir: Path
     runners: int = 2
     with_docker: bool = True
+    with_firewalld: bool = False  # a real firewalld on the host and every runner
     command: Sequence[str] = field(default_factory=krnet_command)
     settings: dict[str, object] = field(default_factory=dict)
     progress: Progress = lambda message: None
@@ -105,6 +107,7 @@ class Cluster:
     token: str = field(init=False, default_factory=lambda: secrets.token_hex(32))
     containers: dict[str, str] = field(init=False, default_factory=dict)  # name -> address
     _daemons: list[DockerDaemon] = field(init=False, default_factory=list)
+    firewalls: dict[str, LabFirewalld] = field(init=False, default_factory=dict)  # by node name
 
     # -- building -----------------------------------------------------------------------------
 
@@ -126,6 +129,8 @@ class Cluster:
         node = self.lab.add_node(name, f"{address}/{UNDERLAY_PREFIX}", hostname=f"krnet-{name}")
         cluster_node = ClusterNode(name, node, self.workdir / name, mode)
         cluster_node.workdir.mkdir(parents=True, exist_ok=True)
+        if self.with_firewalld:
+            self._start_firewalld(cluster_node)
         if mode == "runner":
             # Always this node's own socket (where start_dockerd puts it), never the machine's.
             cluster_node.docker_host = f"unix://{cluster_node.docker_dir / 'docker.sock'}"
@@ -152,6 +157,20 @@ class Cluster:
         node.config.write_text(
             "".join(f"{key} = {_toml(value)}\n" for key, value in values.items())
         )
+
+    def _start_firewalld(self, node: ClusterNode) -> None:
+        """firewalld on `node`; on the host the join port opened, as docs/firewall.md asks of
+        the operator (krnet opens only the VXLAN port, and only to members)."""
+        from krnet.core.model.settings import Settings
+        from krnet.lab.firewalld import start_firewalld
+
+        self.progress(f"starting firewalld in {node.node.ns}")
+        daemon = start_firewalld(node.node, node.workdir / "firewalld")
+        if node.mode == "host":
+            port = self.settings.get("join_port", Settings().join_port)
+            for where in (("--permanent",), ()):  # what `--permanent` and `--reload` amount to
+                daemon.cmd(*where, f"--add-port={port}/tcp")
+        self.firewalls[node.name] = daemon
 
     def _start_dockerds(self) -> None:
         from krnet.lab.dockerd import ensure_busybox_image

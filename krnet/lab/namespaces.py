@@ -74,6 +74,7 @@ class Node:
     interface: IPv4Interface | None  # the address others reach it at (None for the switch)
     hostname: str
     lab: Lab = field(repr=False)
+    mount_path: str | None = None  # a mount namespace of its own (the lab's firewalld)
 
     @property
     def ns_path(self) -> str:
@@ -91,8 +92,9 @@ class Node:
         return str(self.interface.ip)
 
     def command(self, argv: Sequence[str]) -> list[str]:
-        """argv prefixed to run in this node's network and UTS namespaces."""
-        return ["nsenter", f"--net={self.ns_path}", f"--uts={self.uts_path}", "--", *argv]
+        """argv prefixed to run in this node's network and UTS (and mount) namespaces."""
+        mount = [f"--mount={self.mount_path}"] if self.mount_path else []
+        return ["nsenter", f"--net={self.ns_path}", f"--uts={self.uts_path}", *mount, "--", *argv]
 
     def run(
         self, argv: Sequence[str], check: bool = True, **kwargs: Any

@@ -1,9 +1,10 @@
 """Remove everything krnet made on this node, and nothing else.
 
 Links: `kohaku-host`, every `vxkrN`, `vxlan0` and the overlay bridge (their routes go with
-them). Firewall: krnet's chains and the jumps into them. Docker: krnet's networks, except one
-that containers still use (named and kept). `net.ipv4.ip_forward` is left alone: other
-software may rely on it. Running it twice is harmless.
+them). Firewall: krnet's chains and the jumps into them; in firewalld, its trusted interfaces
+and VXLAN openings. Docker: krnet's networks, except one that containers still use (named and
+kept). `net.ipv4.ip_forward` is left alone: other software may rely on it. Running it twice
+is harmless.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def cleanup_node(settings: Settings) -> list[str]:
         links = krnet_links(list(state.links), settings)
         for name in links:
             done += netlink.remove_link(ipr, state, name)
-    done += firewall.remove_firewall(firewall.Iptables(), interfaces=links)
+    done += firewall.remove_firewall(
+        firewall.Iptables(), interfaces=links, vxlan_port=settings.overlay_vxlan_port
+    )
     try:
         client = dockernet.connect()
     except DockerError:

@@ -345,22 +345,29 @@ def read_rules(ipt: Iptables) -> tuple[RuleInfo, ...]:
 def ensure_firewall(
     plan: FirewallPlan, ipt: Iptables, firewalld: Firewalld | None = None
 ) -> list[str]:
-    """Converge iptables (and firewalld's trusted zone, when it runs) on `plan`; say what changed.
+    """Converge iptables (and firewalld when it runs: trusted zone, VXLAN port) on `plan`; say
+    what changed.
 
     firewalld is reached through the same runner as `ipt` unless one is given.
     """
     changes = _apply(ipt, converge_steps(plan, read_ruleset(ipt)))
     fw = firewalld if firewalld is not None else Firewalld(ipt.runner)
-    return changes + fw.ensure_trusted(plan.interfaces)
+    anyone = not plan.guard_enabled
+    return changes + fw.ensure_overlay(plan.interfaces, plan.vxlan_port, plan.guard_peers, anyone)
 
 
 def remove_firewall(
-    ipt: Iptables, firewalld: Firewalld | None = None, interfaces: Sequence[str] = ()
+    ipt: Iptables,
+    firewalld: Firewalld | None = None,
+    interfaces: Sequence[str] = (),
+    vxlan_port: int | None = None,
 ) -> list[str]:
-    """Remove krnet's chains, the jumps into them and its trusted interfaces; idempotent."""
+    """Remove krnet's chains, the jumps into them, its trusted interfaces and (given the port)
+    its VXLAN openings in firewalld; idempotent."""
     changes = _apply(ipt, removal_steps(read_ruleset(ipt)))
     fw = firewalld if firewalld is not None else Firewalld(ipt.runner)
-    return changes + fw.remove_trusted(interfaces)
+    vxlan = fw.remove_vxlan_port(vxlan_port) if vxlan_port is not None else []
+    return changes + vxlan + fw.remove_trusted(interfaces)
 
 
 class NodeFirewall:
