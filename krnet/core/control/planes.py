@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from krnet.core.model.report import RunnerReport
+
 if TYPE_CHECKING:
     from krnet.core.model.records import RunnerRecord
     from krnet.core.model.settings import Settings
@@ -39,7 +41,7 @@ class RunnerDataPlane(Protocol):
     def apply(self, allocation: Allocation) -> None:
         """Build the bridge, vxlan0, routes, firewall and Docker network of an allocation."""
 
-    def observe(self) -> dict[str, object]:
+    def observe(self) -> RunnerReport:
         """The link state this runner sees, reported in heartbeats for mismatch detection."""
 
 
@@ -74,8 +76,8 @@ class NullRunnerDataPlane:
     def apply(self, allocation: Allocation) -> None:
         self.calls.append(("apply", allocation))
 
-    def observe(self) -> dict[str, object]:
-        return {}
+    def observe(self) -> RunnerReport:
+        return RunnerReport()
 
 
 def make_host_dataplane(settings: Settings, store: Store | None = None) -> HostDataPlane:
