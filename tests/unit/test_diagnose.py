@@ -324,15 +324,6 @@ def test_worst_first_health_and_mismatches() -> None:
     assert mismatches[3] == []  # silence and probe loss are not mismatches
 
 
-def test_reported_mismatches_from_a_remote_status() -> None:
-    snap = dataclasses.replace(
-        snapshot("healthy_host"), reported_mismatches={2: ("mtu 1400 != 1450",)}
-    )
-    check = only_problem(snap)
-    assert (check.check, check.runner_id) == ("reported_mismatch", 2)
-    assert runner_mismatches(snap)[2] == ["runner 2: mtu 1400 != 1450"]
-
-
 def test_doctor_json_form() -> None:
     check = Check("ip_forward", FAIL, "off", "sysctl -w net.ipv4.ip_forward=1", 3)
     assert check.to_json() == {

@@ -36,7 +36,7 @@ __all__ = ["FAIL", "PASS", "WARN", "Check", "Status", "diagnose", "runner_mismat
 
 # checks whose problems are differences between what a runner should have and what it has
 MISMATCH_CHECKS = frozenset(
-    {"settings_match", "tunnels", "far_end", "vni_map", "link_mtu", "routes", "reported_mismatch"}
+    {"settings_match", "tunnels", "far_end", "vni_map", "link_mtu", "routes"}
 )
 MTU_CHECKS = frozenset({"underlay_mtu", "link_mtu", "probe"})
 
@@ -59,7 +59,6 @@ def _host_checks() -> list[Callable[[Context], list[Check]]]:
         check_far_ends,
         _check_probes,
         _check_silent_runners,
-        _check_reported_mismatches,
     ]
 
 
@@ -361,12 +360,4 @@ def _network_problems(ctx: Context, name: str) -> list[Check]:
         )
         for what, (actual, want) in wanted.items()
         if actual != want
-    ]
-
-
-def _check_reported_mismatches(ctx: Context) -> list[Check]:
-    return [
-        Check("reported_mismatch", FAIL, f"runner {runner_id}: {text}", RECONCILE, runner_id)
-        for runner_id, texts in sorted(ctx.snapshot.reported_mismatches.items())
-        for text in texts
     ]
