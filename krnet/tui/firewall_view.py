@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import RenderableType
 from rich.text import Text
 
 from krnet.core.model.node_state import RuleInfo
@@ -38,7 +39,7 @@ def _identity(rule: RuleInfo) -> tuple[str, str, str]:
 def _row(rule: RuleInfo, present: bool | None) -> Row:
     state = "extra" if present is None else "present" if present else "MISSING"
     counters = (rule.packets, rule.bytes) if present is not False else (None, None)
-    cells = (
+    cells: tuple[RenderableType, ...] = (
         STATES[state],
         rule.table,
         rule.chain,

@@ -38,9 +38,9 @@ def vni_rows(data: ViewData) -> list[Row]:
     for link in data.snapshot.links.values():
         if link.vxlan is None or ctx.is_krnet_tunnel(link.name):
             continue
-        values = (None, f"foreign {link.name}", None, None, link.vxlan.vni, None, link.vxlan.port)
+        foreign = (None, f"foreign {link.name}", None, None, link.vxlan.vni, None, link.vxlan.port)
         state = Text("foreign", style="yellow")
-        rows.append(Row(f"link:{link.name}", (*map(_cell, values), state), (*values, False)))
+        rows.append(Row(f"link:{link.name}", (*map(_cell, foreign), state), (*foreign, False)))
     return rows
 
 

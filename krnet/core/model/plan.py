@@ -123,7 +123,7 @@ class OverlayPlan:
 
     @property
     def block_size(self) -> int:
-        return 2 ** (32 - self.runner_prefix)
+        return 1 << (32 - self.runner_prefix)
 
     @cached_property
     def host_block(self) -> IPv4Network:
@@ -132,7 +132,7 @@ class OverlayPlan:
     @property
     def max_runners(self) -> int:
         """Blocks after the host's, capped at the reference's 255."""
-        return min(MAX_RUNNERS, 2 ** (self.runner_prefix - self.host_prefix) - 1)
+        return min(MAX_RUNNERS, (1 << (self.runner_prefix - self.host_prefix)) - 1)
 
     def vni(self, runner_id: int) -> int:
         return self.vxlan_id_base + runner_id

@@ -60,6 +60,7 @@ class RunnerReport:
     def from_wire(cls, observed: Mapping[str, object]) -> RunnerReport:
         """The report in a stored or received `observed`; a value of the wrong type is unsaid."""
         addresses = observed.get("bridge_addresses")
+        listed = addresses if isinstance(addresses, list | tuple) else ()
         return cls(
             tunnel_present=_of(bool, observed.get("tunnel_present")),
             vni=_int(observed.get("vni")),
@@ -68,9 +69,7 @@ class RunnerReport:
             port=_int(observed.get("port")),
             mtu=_int(observed.get("mtu")),
             bridge_mtu=_int(observed.get("bridge_mtu")),
-            bridge_addresses=tuple(str(item) for item in addresses if isinstance(item, str))
-            if isinstance(addresses, list | tuple)
-            else (),
+            bridge_addresses=tuple(item for item in listed if isinstance(item, str)),
             tunnel_up=_of(bool, observed.get("tunnel_up")),
             docker_available=_of(bool, observed.get("docker_available")),
             docker_error=_of(str, observed.get("docker_error")),

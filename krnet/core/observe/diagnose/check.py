@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from ipaddress import IPv4Interface
@@ -47,8 +48,8 @@ def ip_of(cidr_or_ip: str) -> str:
     return cidr_or_ip.split("/", 1)[0]
 
 
-def natural(name: str) -> tuple[str, int]:
-    """The sort key that puts vxkr2 before vxkr10."""
+def _natural(name: str) -> tuple[str, int]:
+    """vxkr2 before vxkr10."""
     stem = name.rstrip("0123456789")
     digits = name[len(stem) :]
     return (stem, int(digits) if digits else -1)
@@ -89,6 +90,11 @@ class Context:
 
     def link(self, name: str) -> LinkInfo | None:
         return self.snapshot.links.get(name)
+
+    @staticmethod
+    def in_natural_order(names: Iterable[str]) -> list[str]:
+        """Link names sorted so that vxkr2 comes before vxkr10."""
+        return sorted(names, key=_natural)
 
     def is_krnet_tunnel(self, name: str) -> bool:
         """`vxkrN` on a host, `vxlan0` on a runner."""

@@ -44,14 +44,7 @@ def check_link_mtu(ctx: Context) -> list[Check]:
     if ctx.unread("kernel"):
         return []
     mtu = ctx.settings.overlay_mtu
-    problems = []
-    for runner in ctx.runners:
-        rid = runner.runner_id
-        link = ctx.link(ctx.tunnel_name(rid))
-        if link is not None and link.mtu != mtu:
-            problems.append(_link_mtu_problem(link.name, link.mtu, mtu, rid))
-        if ctx.host:
-            problems += _far_end_mtu_problems(ctx, runner)
+    problems = [found for runner in ctx.runners for found in _tunnel_mtu_problems(ctx, runner)]
     if not ctx.host and ctx.runners:
         rid = ctx.runners[0].runner_id
         bridge = ctx.link(ctx.settings.overlay_bridge_name)
@@ -59,6 +52,15 @@ def check_link_mtu(ctx: Context) -> list[Check]:
             problems.append(_link_mtu_problem(bridge.name, bridge.mtu, mtu, rid))
         problems += _docker_mtu_problems(ctx, rid)
     return passed("link_mtu", problems, f"every overlay link is at overlay_mtu {mtu}")
+
+
+def _tunnel_mtu_problems(ctx: Context, runner: RunnerRecord) -> list[Check]:
+    """The runner's tunnel on this node, and (on a host) the MTUs the runner reports."""
+    mtu, link = ctx.settings.overlay_mtu, ctx.link(ctx.tunnel_name(runner.runner_id))
+    problems = []
+    if link is not None and link.mtu != mtu:
+        problems.append(_link_mtu_problem(link.name, link.mtu, mtu, runner.runner_id))
+    return problems + (_far_end_mtu_problems(ctx, runner) if ctx.host else [])
 
 
 def _far_end_mtu_problems(ctx: Context, runner: RunnerRecord) -> list[Check]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from krnet.core.observe.diagnose.check import FAIL, PASS, WARN, Check, Context, natural, passed
+from krnet.core.observe.diagnose.check import FAIL, PASS, WARN, Check, Context, passed
 
 
 def check_routes(ctx: Context) -> list[Check]:
@@ -47,9 +47,7 @@ def check_rp_filter(ctx: Context) -> list[Check]:
     if ctx.unread("sysctl"):
         return []
     sysctls = ctx.snapshot.sysctls
-    tunnels = sorted(
-        (name for name in ctx.snapshot.links if ctx.is_krnet_tunnel(name)), key=natural
-    )
+    tunnels = ctx.in_natural_order(filter(ctx.is_krnet_tunnel, ctx.snapshot.links))
     all_value = _int(sysctls.get("net.ipv4.conf.all.rp_filter"))
     strict = [
         name

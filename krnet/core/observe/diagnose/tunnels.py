@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from krnet.core.model.plan import HOST_DEVICE, RUNNER_TUNNEL, runner_id_from_tunnel
 from krnet.core.model.records import RunnerRecord
-from krnet.core.observe.diagnose.check import (
-    FAIL,
-    RECONCILE,
-    WARN,
-    Check,
-    Context,
-    natural,
-    passed,
-)
+from krnet.core.observe.diagnose.check import FAIL, RECONCILE, WARN, Check, Context, passed
 
 
 def check_tunnels(ctx: Context) -> list[Check]:
@@ -152,7 +144,7 @@ def _bridge_problems(ctx: Context) -> list[Check]:
 def _orphan_tunnels(ctx: Context) -> list[Check]:
     known = {runner.runner_id for runner in ctx.runners}
     problems = []
-    for name in sorted(ctx.snapshot.links, key=natural):
+    for name in ctx.in_natural_order(ctx.snapshot.links):
         runner_id = runner_id_from_tunnel(name)
         if runner_id is not None and runner_id not in known:
             problems.append(

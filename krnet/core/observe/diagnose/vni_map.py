@@ -7,15 +7,7 @@ from collections import defaultdict
 from krnet.core.model.node_state import LinkInfo
 from krnet.core.model.plan import RUNNER_TUNNEL, runner_id_from_tunnel
 from krnet.core.model.records import RunnerRecord
-from krnet.core.observe.diagnose.check import (
-    FAIL,
-    RECONCILE,
-    WARN,
-    Check,
-    Context,
-    natural,
-    passed,
-)
+from krnet.core.observe.diagnose.check import FAIL, RECONCILE, WARN, Check, Context, passed
 
 
 def check_vni_map(ctx: Context) -> list[Check]:
@@ -73,7 +65,7 @@ def _shared_vnis(ctx: Context) -> list[Check]:
     for (port, vni), names in sorted(users.items()):
         if len(names) < 2:
             continue
-        names.sort(key=natural)
+        names = ctx.in_natural_order(names)
         wrong = [name for name in names if _planned_vni(ctx, name) != vni] or names[1:]
         problems.append(
             Check(
