@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from hypothesis import given
 from hypothesis import strategies as st
 
-from krnet.core.model.records import ACTIVE, RunnerRecord
 from krnet.core.model.report import RunnerReport
+from tests.unit.test_status import runner
 
-T0 = datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)
 LINKS = RunnerReport(
     tunnel_present=True,
     vni=101,
@@ -79,19 +76,5 @@ def test_any_observed_object_reads_without_raising(observed: dict[str, object]) 
 
 
 def test_a_record_reads_its_stored_observed_typed() -> None:
-    record = RunnerRecord(
-        runner_id=1,
-        identity=None,
-        hostname="runner-1",
-        physical_ip="192.0.2.11",
-        vni=101,
-        subnet="10.1.0.0/16",
-        status=ACTIVE,
-        first_seen=T0,
-        last_seen=T0,
-        vxlan_id=100,
-        vxlan_port=4789,
-        mtu=1450,
-        observed={**LINKS.to_wire(), "applied": None},
-    )
+    record = runner(1, observed={**LINKS.to_wire(), "applied": None})
     assert record.report == LINKS
