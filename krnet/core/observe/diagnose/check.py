@@ -18,7 +18,7 @@ Status = Literal["pass", "warn", "fail"]
 PASS: Status = "pass"
 WARN: Status = "warn"
 FAIL: Status = "fail"
-SEVERITY: dict[str, int] = {PASS: 0, WARN: 1, FAIL: 2}
+SEVERITY: dict[Status, int] = {PASS: 0, WARN: 1, FAIL: 2}
 
 RECONCILE = "restart krnet serve (systemctl restart krnet): its reconcile repairs this"
 
