@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from krnet.core.observe.diagnose.check import FAIL, Check
+from krnet.core.observe.diagnose.check import FAIL, Check, Status
 
-LABELS = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+LABELS: dict[Status, str] = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
 
 
 def run(args: argparse.Namespace) -> int:

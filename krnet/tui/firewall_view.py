@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from rich.console import RenderableType
 from rich.text import Text
 
-from krnet.core.dataplane import firewall
 from krnet.core.model.node_state import RuleInfo
 from krnet.core.observe.diagnose.check import Context
-from krnet.core.observe.diagnose.firewall import firewall_plan, guard_peers
+from krnet.core.observe.diagnose.firewall import expected_rules, guard_drops, guard_peers
 from krnet.tui.glyphs import problems_or
 from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView
@@ -24,7 +24,7 @@ def firewall_rows(data: ViewData) -> list[Row]:
     """Every rule the plan expects (present or missing), then krnet rules it does not expect."""
     if Context(data.snapshot).unread("firewall"):
         return []
-    expected = firewall.expected_rules(firewall_plan(Context(data.snapshot)))
+    expected = expected_rules(Context(data.snapshot))
     found = {_identity(rule): rule for rule in data.snapshot.rules}
     wanted = {_identity(rule) for rule in expected}
     rows = [_row(found.get(_identity(rule), rule), _identity(rule) in found) for rule in expected]
@@ -39,7 +39,7 @@ def _identity(rule: RuleInfo) -> tuple[str, str, str]:
 def _row(rule: RuleInfo, present: bool | None) -> Row:
     state = "extra" if present is None else "present" if present else "MISSING"
     counters = (rule.packets, rule.bytes) if present is not False else (None, None)
-    cells = (
+    cells: tuple[RenderableType, ...] = (
         STATES[state],
         rule.table,
         rule.chain,
@@ -57,7 +57,7 @@ def guard_summary(data: ViewData) -> Text:
     if not settings.vxlan_port_guard:
         return Text(f"▲ port guard off: UDP {port} is open to anyone", style="yellow")
     allowed = data.snapshot.guard_allowlist
-    drops = firewall.guard_drops(data.snapshot.rules)
+    drops = guard_drops(Context(data.snapshot))
     return Text(f"port guard on UDP {port}: {len(allowed)} peer(s) allowed · {drops:,} dropped")
 
 

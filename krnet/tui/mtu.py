@@ -50,8 +50,8 @@ def mtu_rows(data: ViewData) -> list[Row]:
         link = ctx.link(ctx.tunnel_name(rid))
         if link is not None:
             add(f"tunnel:{rid}", link.name, f"tunnel of {runner.hostname}", link.mtu, mtu, False)
-        observed = runner.observed.get("mtu") if ctx.host else None
-        if isinstance(observed, int):
+        observed = runner.report.mtu if ctx.host else None
+        if observed is not None:
             add(
                 f"far:{rid}",
                 f"{runner.hostname} vxlan0",

@@ -8,7 +8,7 @@ Refreshing updates only the cells that changed, so the cursor, scroll position a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,7 +16,7 @@ from rich.cells import cell_len
 from rich.console import RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import ColumnKey
@@ -61,16 +61,25 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 class TableView(Vertical):
     """A filterable, sortable table between a summary line and a detail pane."""
 
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
     # what a view supplies: its columns and three pure functions of ViewData (as staticmethods)
     COLUMNS: ClassVar[tuple[str, ...]] = ()
-    rows: ClassVar[Callable[[ViewData], list[Row]]]
-    summary: ClassVar[Callable[[ViewData], RenderableType]]
-    detail: ClassVar[Callable[[ViewData, str | None], RenderableType]]
+
+    @staticmethod
+    def rows(data: ViewData) -> list[Row]:
+        raise NotImplementedError
+
+    @staticmethod
+    def summary(data: ViewData) -> RenderableType:
+        raise NotImplementedError
+
+    @staticmethod
+    def detail(data: ViewData, key: str | None) -> RenderableType:
+        raise NotImplementedError
 
     def __init__(self, *, id: str) -> None:
         super().__init__(id=id, classes="table-view")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.text import Text
 
 from krnet.core.observe.diagnose.check import Context
-from krnet.core.observe.diagnose.links import is_krnet_tunnel
 from krnet.tui.glyphs import problems_or
 from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView
@@ -22,7 +21,7 @@ def vni_rows(data: ViewData) -> list[Row]:
         expected = ctx.plan.vni(rid)
         link = ctx.link(ctx.tunnel_name(rid))
         this_end = link.vxlan.vni if link and link.vxlan else None
-        far_end = runner.observed.get("vni") if ctx.host else None
+        far_end = runner.report.vni if ctx.host else None
         seen = [vni for vni in (runner.vni, this_end, far_end) if vni is not None]
         ok = link is not None and all(vni == expected for vni in seen)
         values = (
@@ -37,11 +36,11 @@ def vni_rows(data: ViewData) -> list[Row]:
         state = Text("ok", style="green") if ok else Text("MISMATCH", style="bold red")
         rows.append(Row(str(rid), (*map(_cell, values), state), (*values, ok)))
     for link in data.snapshot.links.values():
-        if link.vxlan is None or is_krnet_tunnel(ctx, link.name):
+        if link.vxlan is None or ctx.is_krnet_tunnel(link.name):
             continue
-        values = (None, f"foreign {link.name}", None, None, link.vxlan.vni, None, link.vxlan.port)
+        foreign = (None, f"foreign {link.name}", None, None, link.vxlan.vni, None, link.vxlan.port)
         state = Text("foreign", style="yellow")
-        rows.append(Row(f"link:{link.name}", (*map(_cell, values), state), (*values, False)))
+        rows.append(Row(f"link:{link.name}", (*map(_cell, foreign), state), (*foreign, False)))
     return rows
 
 

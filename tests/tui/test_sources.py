@@ -1,56 +1,21 @@
-"""The remote view: a live host's status and snapshot, or its record alone, as the TUI shows it."""
+"""The remote view: a live host's whole node, as the TUI shows it."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from krnet.commands.tui import remote_source
 from krnet.core.model.settings import LoadedSettings, Settings
-from krnet.core.observe.diagnose.engine import diagnose
-from krnet.core.observe.status import overlay_status
 from krnet.tui.app import KrnetApp
-from krnet.tui.sources import remote_source, snapshot_from_status
 from tests.protocol.peers import TOKEN, RunningHost, join_once
-from tests.tui.support import NEVER, ready, snapshot
+from tests.tui.support import NEVER, ready
 from tests.tui.test_app import column
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def remote_status(name: str) -> tuple[dict[str, object], object]:
-    local = snapshot(name)
-    runners = list(local.runners)
-    runners[1] = dataclasses.replace(runners[1], observed={**runners[1].observed, "mtu": 1400})
-    status = overlay_status(
-        mode="host",
-        settings=local.settings,
-        runners=runners,
-        now=local.taken_at,
-        runner_timeout=local.settings.runner_timeout,
-    )
-    return status, local
-
-
-def test_status_without_snapshot_gives_the_record_view() -> None:
-    status, local = remote_status("mixed_host")
-    remote = snapshot_from_status(status, local.taken_at, "192.0.2.1:8470")
-    assert [r.runner_id for r in remote.runners] == [1, 2, 3, 4, 5]
-    assert [r.status for r in remote.runners] == [r.status for r in local.runners]
-    assert remote.settings.overlay_mtu == 1450 and remote.settings.overlay_vxlan_id == 100
-    assert remote.hostname == "192.0.2.1:8470" and not remote.links
-    checks = diagnose(remote)
-    skipped = [c.detail for c in checks if c.check == "read_state"]
-    assert len(skipped) == 4 and skipped[0].startswith("could not read kernel:")
-    names = {c.check for c in checks}
-    assert not names & {"tunnels", "firewall", "ip_forward", "host_reachable_address"}
-    reported = [c for c in checks if c.check == "reported_mismatch"]
-    assert [c.runner_id for c in reported] == [2] and "1400" in reported[0].detail
-    silent = [c.runner_id for c in checks if c.check == "runner_silent"]
-    assert silent == [3]
 
 
 def remote(host: RunningHost) -> tuple[str, LoadedSettings]:

@@ -19,7 +19,6 @@ from krnet.core.observe.diagnose.engine import (
     runner_health,
     runner_mismatches,
     worst_first,
-    worst_status,
 )
 from krnet.core.observe.snapshot import NodeSnapshot
 from krnet.core.observe.snapshot_json import load_file
@@ -317,21 +316,12 @@ def test_worst_first_health_and_mismatches() -> None:
     ordered = worst_first(checks)
     statuses = [c.status for c in ordered]
     assert statuses == sorted(statuses, key=[FAIL, WARN, PASS].index)
-    assert worst_status(checks) == FAIL and worst_status([]) == PASS
+    assert statuses[0] == FAIL
     assert runner_health(checks) == {2: FAIL, 3: FAIL, 4: FAIL}
     mismatches = runner_mismatches(snap, checks)
     assert set(mismatches) == {1, 2, 3, 4, 5}
     assert mismatches[2] == [next(c.detail for c in checks if c.check == "link_mtu")]
     assert mismatches[3] == []  # silence and probe loss are not mismatches
-
-
-def test_reported_mismatches_from_a_remote_status() -> None:
-    snap = dataclasses.replace(
-        snapshot("healthy_host"), reported_mismatches={2: ("mtu 1400 != 1450",)}
-    )
-    check = only_problem(snap)
-    assert (check.check, check.runner_id) == ("reported_mismatch", 2)
-    assert runner_mismatches(snap)[2] == ["runner 2: mtu 1400 != 1450"]
 
 
 def test_doctor_json_form() -> None:

@@ -131,7 +131,6 @@ snapshots = st.builds(
     ).map(tuple),
     errors=st.lists(text, max_size=2).map(tuple),
     hostname=text,
-    reported_mismatches=st.dictionaries(ints, st.lists(text, max_size=2).map(tuple), max_size=2),
 )
 
 

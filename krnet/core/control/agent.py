@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from krnet.core.model.records import JoinRequest
+from krnet.core.model.report import RunnerReport
 from krnet.core.protocol.client import HostConnection
 from krnet.core.protocol.messages import (
     Allocation,
@@ -198,9 +199,10 @@ class RunnerAgent:
 
     async def _observe(self) -> dict[str, Any]:
         try:
-            return dict(await asyncio.to_thread(self.dataplane.observe))
+            report = await asyncio.to_thread(self.dataplane.observe)
         except KrnetError as exc:
-            return {"error": str(exc)}
+            report = RunnerReport.failed(str(exc))
+        return report.to_wire()
 
     def _request(self, local_address: str) -> JoinRequest:
         physical_ip = self.settings.runner_address or _ipv4_or_fail(local_address)

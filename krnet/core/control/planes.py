@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
+from krnet.core.model.report import RunnerReport
+
 if TYPE_CHECKING:
     from krnet.core.dataplane.interfaces import Adoption, PlaneEvents
     from krnet.core.model.records import RunnerRecord
@@ -43,7 +45,7 @@ class RunnerDataPlane(Protocol):
     def apply(self, allocation: Allocation) -> None:
         """Build the bridge, vxlan0, routes, firewall and Docker network of an allocation."""
 
-    def observe(self) -> dict[str, object]:
+    def observe(self) -> RunnerReport:
         """The link state this runner sees, reported in heartbeats for mismatch detection."""
 
 
@@ -78,8 +80,8 @@ class NullRunnerDataPlane:
     def apply(self, allocation: Allocation) -> None:
         self.calls.append(("apply", allocation))
 
-    def observe(self) -> dict[str, object]:
-        return {}
+    def observe(self) -> RunnerReport:
+        return RunnerReport()
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from krnet.core.dataplane import dockernet, firewall
 from krnet.core.dataplane.netlink.state import stable_mac
 from krnet.core.model.plan import RUNNER_TUNNEL
+from krnet.core.model.report import RunnerReport
 from krnet.errors import KrnetError
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class RunnerPlane:
         except KrnetError as exc:
             log.error("reconcile failed: %s", exc)
 
-    def observe(self) -> dict[str, object]:
+    def observe(self) -> RunnerReport:
         """What this runner's tunnel really looks like, for heartbeats and mismatch detection."""
         with self._lock:
             self._reconcile_if_due()
@@ -106,20 +107,20 @@ class RunnerPlane:
             tunnel = links.get(RUNNER_TUNNEL)
             bridge_name = self._allocation.bridge_name if self._allocation else None
             bridge = links.get(bridge_name) if bridge_name else None
-            return {
-                "tunnel_present": tunnel is not None,
-                "vni": tunnel.vxlan.vni if tunnel and tunnel.vxlan else None,
-                "remote": tunnel.vxlan.remote if tunnel and tunnel.vxlan else None,
-                "local": tunnel.vxlan.local if tunnel and tunnel.vxlan else None,
-                "port": tunnel.vxlan.port if tunnel and tunnel.vxlan else None,
-                "mtu": tunnel.mtu if tunnel else None,
-                "bridge_mtu": bridge.mtu if bridge else None,
-                "bridge_addresses": list(bridge.addresses) if bridge else [],
-                "tunnel_up": bool(tunnel and tunnel.up),
-                "docker_available": self._docker_ready,
-                "docker_error": self._docker_error,
-                "network": self.selected_network,
-            }
+            return RunnerReport(
+                tunnel_present=tunnel is not None,
+                vni=tunnel.vxlan.vni if tunnel and tunnel.vxlan else None,
+                remote=tunnel.vxlan.remote if tunnel and tunnel.vxlan else None,
+                local=tunnel.vxlan.local if tunnel and tunnel.vxlan else None,
+                port=tunnel.vxlan.port if tunnel and tunnel.vxlan else None,
+                mtu=tunnel.mtu if tunnel else None,
+                bridge_mtu=bridge.mtu if bridge else None,
+                bridge_addresses=tuple(bridge.addresses) if bridge else (),
+                tunnel_up=bool(tunnel and tunnel.up),
+                docker_available=self._docker_ready,
+                docker_error=self._docker_error,
+                network=self.selected_network,
+            )
 
     @property
     def selected_network(self) -> str:

@@ -12,7 +12,12 @@ import typing
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
 
 
 def encode(value: Any) -> Any:
@@ -33,7 +38,8 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def decode_dataclass(cls: type, data: Any, where: str) -> Any:
+def decode_dataclass(cls: type[D], data: Any, where: str) -> D:
+    """The `cls` value `encode` turned into `data`; ValueError names the field that is wrong."""
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
     hints = _hints(cls)
@@ -56,7 +62,7 @@ def decode(hint: Any, value: Any, where: str = "value") -> Any:
             return None
         (inner,) = [arg for arg in args if arg is not type(None)]
         return decode(inner, value, where)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return decode_dataclass(hint, value, where)
     if hint is datetime:
         return datetime.fromisoformat(value)

@@ -63,17 +63,6 @@ class RunnerAddresses:
         return self.subnet.broadcast_address - 1
 
     @property
-    def usable_containers(self) -> int:
-        """Addresses left for containers: all but network, broadcast, gateway, host."""
-        return self.subnet.num_addresses - 4
-
-    def is_container_address(self, address: IPv4Address) -> bool:
-        return (
-            self.first_container <= address <= self.last_container
-            and address != self.host_ip_on_subnet
-        )
-
-    @property
     def gateway_interface(self) -> IPv4Interface:
         return IPv4Interface(f"{self.gateway}/{self.subnet.prefixlen}")
 
@@ -134,7 +123,7 @@ class OverlayPlan:
 
     @property
     def block_size(self) -> int:
-        return 2 ** (32 - self.runner_prefix)
+        return 1 << (32 - self.runner_prefix)
 
     @cached_property
     def host_block(self) -> IPv4Network:
@@ -143,7 +132,7 @@ class OverlayPlan:
     @property
     def max_runners(self) -> int:
         """Blocks after the host's, capped at the reference's 255."""
-        return min(MAX_RUNNERS, 2 ** (self.runner_prefix - self.host_prefix) - 1)
+        return min(MAX_RUNNERS, (1 << (self.runner_prefix - self.host_prefix)) - 1)
 
     def vni(self, runner_id: int) -> int:
         return self.vxlan_id_base + runner_id
@@ -160,11 +149,3 @@ class OverlayPlan:
             host_ip_on_subnet=base + HOST_ON_SUBNET_OFFSET,
             host_interface=tunnel_name(runner_id),
         )
-
-    def runner_for_subnet(self, subnet: IPv4Network) -> int | None:
-        """The runner id owning `subnet` in this plan, or None."""
-        if subnet.prefixlen != self.runner_prefix or not subnet.subnet_of(self.network):
-            return None
-        offset = int(subnet.network_address) - int(self.network.network_address)
-        runner_id = offset // self.block_size
-        return runner_id if 1 <= runner_id <= self.max_runners else None

@@ -1,19 +1,24 @@
 """Values of the SQLite record that cross module boundaries (no database code here).
 
-`RunnerRecord.observed` holds the last heartbeat's view of the runner's links, as the runner
-data plane reports it; `krnet.core.observe.status` compares these keys, when present, with the plan:
-"tunnel_present", "tunnel_up" (bools), "vni", "port", "mtu", "bridge_mtu" (ints), "local" (the
-tunnel's local address) and "error" (the runner could not read its links).
+`RunnerRecord.observed` is the last heartbeat's `observed` object as the record stores it (the
+wire form of `krnet.core.model.report.RunnerReport`, with the host's `applied` beside it);
+readers take it typed, as `RunnerRecord.report`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
+from typing import Literal
 
-ACTIVE = "active"
-INACTIVE = "inactive"
-RUNNER_STATUSES = (ACTIVE, INACTIVE)
+from krnet.core.model.report import RunnerReport
+
+RunnerStatus = Literal["active", "inactive"]
+ACTIVE: RunnerStatus = "active"
+INACTIVE: RunnerStatus = "inactive"
+RUNNER_STATUSES: tuple[RunnerStatus, ...] = (ACTIVE, INACTIVE)
+AllocationKind = Literal["new", "returning", "reclaimed"]
 UNREPORTED = 0  # vxlan_port / mtu of an adopted record: the runner never reported them
 
 
@@ -27,13 +32,18 @@ class RunnerRecord:
     physical_ip: str
     vni: int
     subnet: str
-    status: str
+    status: RunnerStatus
     first_seen: datetime
     last_seen: datetime
     vxlan_id: int
     vxlan_port: int
     mtu: int
     observed: dict[str, object] = field(default_factory=dict)
+
+    @cached_property
+    def report(self) -> RunnerReport:
+        """What the runner last said about its own end."""
+        return RunnerReport.from_wire(self.observed)
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class AllocationDecision:
     """The id a join gets and why: "new", "returning" or "reclaimed" (from `previous`)."""
 
     runner_id: int
-    kind: str
+    kind: AllocationKind
     previous: RunnerRecord | None
 
 

@@ -9,7 +9,7 @@ thread (the TUI's worker) or a plain command, never from a running asyncio loop.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, TypeVar
@@ -36,15 +36,20 @@ def gather_snapshot(
     settings = loaded.settings
     errors: list[str] = []
     now = datetime.now(UTC)
-    runners = _read("record", errors, lambda: _runners(loaded), ())
-    links, routes = _read("kernel", errors, _kernel, ({}, ()))
-    rules = _read("firewall", errors, _rules, ())
+    runners: Sequence[RunnerRecord] = _read("record", errors, lambda: _runners(loaded), ())
+    no_kernel: tuple[dict[str, LinkInfo], tuple[RouteInfo, ...]] = ({}, ())
+    links, routes = _read("kernel", errors, _kernel, no_kernel)
+    rules: tuple[RuleInfo, ...] = _read("firewall", errors, _rules, ())
     underlay = underlay_link(settings, links, routes)
     docker = None
     if settings.mode == "runner":
         docker = _read("docker", errors, lambda: _docker(settings, links), None)
-    probes = _read("probe", errors, lambda: _probes(loaded, runners, probe, now), {})
-    log = _read("record", errors, lambda: _events(loaded) if events else [], [])
+    probes: Mapping[int, ProbeResult] = _read(
+        "probe", errors, lambda: _probes(loaded, runners, probe, now), {}
+    )
+    log: Sequence[EventRecord] = _read(
+        "record", errors, lambda: _events(loaded) if events else [], []
+    )
     return NodeSnapshot(
         taken_at=now,
         mode=settings.mode,

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from krnet.core.model.node_state import DockerState, LinkInfo, ProbeResult, RouteInfo, RuleInfo
 from krnet.core.model.records import EventRecord, RunnerRecord
-from krnet.core.model.settings import Settings
+from krnet.core.model.settings import Mode, Settings
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class NodeSnapshot:
     """Everything diagnosis, status and the TUI need about one node at one moment."""
 
     taken_at: datetime
-    mode: str  # "host" | "runner"
+    mode: Mode
     settings: Settings
     runners: tuple[RunnerRecord, ...] = ()
     links: Mapping[str, LinkInfo] = field(default_factory=dict)
@@ -39,6 +39,3 @@ class NodeSnapshot:
     # checks of an unread part are skipped, and diagnosis says so
     errors: tuple[str, ...] = ()
     hostname: str = ""
-    # per-runner mismatches a remote host reported (a `status` without a snapshot); local
-    # snapshots leave this empty and diagnosis derives mismatches itself
-    reported_mismatches: Mapping[int, tuple[str, ...]] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from krnet.core.model.must_match import differences
 from krnet.core.model.plan import (
     GATEWAY_OFFSET,
     HOST_ON_SUBNET_OFFSET,
@@ -19,8 +20,9 @@ from krnet.core.model.plan import (
     OverlayPlan,
     tunnel_name,
 )
-from krnet.core.model.records import ACTIVE, INACTIVE, UNREPORTED, RunnerRecord
-from krnet.core.model.settings import Settings
+from krnet.core.model.records import ACTIVE, INACTIVE, RunnerRecord
+from krnet.core.model.settings import Mode, Settings
+from krnet.core.observe.diagnose.far_end import far_end_mismatches, judge_far_end
 
 PROBE_STALE_PERIODS = 3  # results older than this many probe intervals are not shown
 
@@ -41,7 +43,7 @@ _TABLE_COLUMNS = (
 
 def overlay_status(
     *,
-    mode: str,
+    mode: Mode,
     settings: Settings,
     runners: Sequence[RunnerRecord],
     now: datetime,
@@ -75,31 +77,22 @@ def overlay_status(
 
 
 def mismatches(
-    record: RunnerRecord, settings: Settings, plan: OverlayPlan, mode: str = "host"
+    record: RunnerRecord, settings: Settings, plan: OverlayPlan, mode: Mode = "host"
 ) -> list[str]:
     """Where a runner's reported settings, record and observed link disagree with this node."""
     return (
         _reported_mismatches(record, settings, mode)
         + _plan_mismatches(record, plan)
-        + _observed_mismatches(record, settings)
+        + far_end_mismatches(judge_far_end(record, settings))
     )
 
 
-def _reported_mismatches(record: RunnerRecord, settings: Settings, mode: str) -> list[str]:
+def _reported_mismatches(record: RunnerRecord, settings: Settings, mode: Mode) -> list[str]:
     """The settings the runner joined with, against this node's (they must be equal)."""
     theirs, ours = ("runner", "host") if mode == "host" else ("at join", "configured")
-    compared = [("vxlan_id", record.vxlan_id, settings.overlay_vxlan_id)] + [
-        (name, reported, expected)
-        for name, reported, expected in (
-            ("vxlan_port", record.vxlan_port, settings.overlay_vxlan_port),
-            ("mtu", record.mtu, settings.overlay_mtu),
-        )
-        if reported != UNREPORTED  # an adopted record: the runner never said
-    ]
     return [
-        f"{name}: {theirs} {reported}, {ours} {expected}"
-        for name, reported, expected in compared
-        if reported != expected
+        f"{found.rule.field}: {theirs} {found.reported}, {ours} {found.expected}"
+        for found in differences(settings, record)
     ]
 
 
@@ -113,30 +106,6 @@ def _plan_mismatches(record: RunnerRecord, plan: OverlayPlan) -> list[str]:
         found.append(f"vni: record {record.vni}, plan {planned.vni}")
     if record.subnet != str(planned.subnet):
         found.append(f"subnet: record {record.subnet}, plan {planned.subnet}")
-    return found
-
-
-def _observed_mismatches(record: RunnerRecord, settings: Settings) -> list[str]:
-    """The runner's links as its last heartbeat saw them (keys: krnet.core.model.records)."""
-    seen = record.observed
-    if seen.get("error"):
-        return [f"the runner could not read its links: {seen['error']}"]
-    if seen.get("tunnel_present") is False:
-        return [f"runner's {RUNNER_TUNNEL} is missing"]
-    found = [f"runner's {RUNNER_TUNNEL} is down"] if seen.get("tunnel_up") is False else []
-    tunnel, bridge, mtu = RUNNER_TUNNEL, settings.overlay_bridge_name, settings.overlay_mtu
-    expected = {
-        "vni": (tunnel, record.vni),
-        "port": (tunnel, settings.overlay_vxlan_port),
-        "mtu": (tunnel, mtu),
-        "local": (tunnel, record.physical_ip),
-        "bridge_mtu": (bridge, mtu),
-    }
-    found += [
-        f"{key}: runner's {link} has {seen[key]}, expected {value}"
-        for key, (link, value) in expected.items()
-        if seen.get(key) is not None and str(seen[key]) != str(value)
-    ]
     return found
 
 
@@ -205,7 +174,7 @@ def iso_utc(moment: datetime) -> str:
 
 def _runner_entry(
     record: RunnerRecord,
-    mode: str,
+    mode: Mode,
     settings: Settings,
     plan: OverlayPlan,
     now: datetime,
@@ -228,12 +197,12 @@ def _runner_entry(
         "mismatches": mismatches(record, settings, plan, mode),
         # the Docker network its containers should use (reference: "Network Selection"), as the
         # runner last reported it; None before its first heartbeat
-        "network": record.observed.get("network"),
+        "network": record.report.network,
         "probe": None,  # the hub's DF probe through this tunnel (host only; see probe_extra)
     }
 
 
-def _default_interface(mode: str) -> Callable[[RunnerRecord], str]:
+def _default_interface(mode: Mode) -> Callable[[RunnerRecord], str]:
     if mode == "runner":
         return lambda _record: RUNNER_TUNNEL
     return lambda record: tunnel_name(record.runner_id)

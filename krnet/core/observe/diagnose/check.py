@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from ipaddress import IPv4Interface
-from typing import Any, Literal
+from typing import Literal
 
 from krnet.core.model.node_state import LinkInfo
-from krnet.core.model.plan import RUNNER_TUNNEL, OverlayPlan, tunnel_name
+from krnet.core.model.plan import RUNNER_TUNNEL, OverlayPlan, runner_id_from_tunnel, tunnel_name
 from krnet.core.model.records import RunnerRecord
+from krnet.core.model.settings import Settings
 from krnet.core.observe.snapshot import NodeSnapshot
 
 Status = Literal["pass", "warn", "fail"]
 PASS: Status = "pass"
 WARN: Status = "warn"
 FAIL: Status = "fail"
-SEVERITY: dict[str, int] = {PASS: 0, WARN: 1, FAIL: 2}
+SEVERITY: dict[Status, int] = {PASS: 0, WARN: 1, FAIL: 2}
+
+RECONCILE = "restart krnet serve (systemctl restart krnet): its reconcile repairs this"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,13 @@ def ip_of(cidr_or_ip: str) -> str:
     return cidr_or_ip.split("/", 1)[0]
 
 
+def _natural(name: str) -> tuple[str, int]:
+    """vxkr2 before vxkr10."""
+    stem = name.rstrip("0123456789")
+    digits = name[len(stem) :]
+    return (stem, int(digits) if digits else -1)
+
+
 @dataclass(frozen=True)
 class Context:
     """A snapshot with the derived facts several checks share (plan, local addresses, tunnels)."""
@@ -51,7 +62,7 @@ class Context:
     snapshot: NodeSnapshot
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.snapshot.settings
 
     @cached_property
@@ -79,6 +90,15 @@ class Context:
 
     def link(self, name: str) -> LinkInfo | None:
         return self.snapshot.links.get(name)
+
+    @staticmethod
+    def in_natural_order(names: Iterable[str]) -> list[str]:
+        """Link names sorted so that vxkr2 comes before vxkr10."""
+        return sorted(names, key=_natural)
+
+    def is_krnet_tunnel(self, name: str) -> bool:
+        """`vxkrN` on a host, `vxlan0` on a runner."""
+        return runner_id_from_tunnel(name) is not None if self.host else name == RUNNER_TUNNEL
 
     def unread(self, part: str) -> bool:
         """Whether gathering `part` ("kernel", "firewall", "docker", ...) failed."""

@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from ipaddress import AddressValueError, IPv4Address
 
+from krnet.core.model.must_match import differences
 from krnet.core.model.node_state import ProbeResult
 from krnet.core.model.plan import RUNNER_TUNNEL, VXLAN_OVERHEAD
-from krnet.core.model.records import UNREPORTED
 from krnet.core.observe.diagnose.check import (
     FAIL,
     PASS,
+    RECONCILE,
     SEVERITY,
     WARN,
     Check,
@@ -23,24 +24,19 @@ from krnet.core.observe.diagnose.check import (
     Status,
     passed,
 )
+from krnet.core.observe.diagnose.far_end import check_far_ends
 from krnet.core.observe.diagnose.firewall import check_firewall, check_port_guard
-from krnet.core.observe.diagnose.links import (
-    RECONCILE,
-    check_far_ends,
-    check_link_mtu,
-    check_routes,
-    check_rp_filter,
-    check_tunnels,
-    check_underlay_mtu,
-    check_vni_map,
-)
+from krnet.core.observe.diagnose.mtu import check_link_mtu, check_underlay_mtu
+from krnet.core.observe.diagnose.routing import check_routes, check_rp_filter
+from krnet.core.observe.diagnose.tunnels import check_tunnels
+from krnet.core.observe.diagnose.vni_map import check_vni_map
 from krnet.core.observe.snapshot import NodeSnapshot
 
 __all__ = ["FAIL", "PASS", "WARN", "Check", "Status", "diagnose", "runner_mismatches"]
 
 # checks whose problems are differences between what a runner should have and what it has
 MISMATCH_CHECKS = frozenset(
-    {"settings_match", "tunnels", "far_end", "vni_map", "link_mtu", "routes", "reported_mismatch"}
+    {"settings_match", "tunnels", "far_end", "vni_map", "link_mtu", "routes"}
 )
 MTU_CHECKS = frozenset({"underlay_mtu", "link_mtu", "probe"})
 
@@ -63,7 +59,6 @@ def _host_checks() -> list[Callable[[Context], list[Check]]]:
         check_far_ends,
         _check_probes,
         _check_silent_runners,
-        _check_reported_mismatches,
     ]
 
 
@@ -89,10 +84,6 @@ def _shared_checks() -> list[Callable[[Context], list[Check]]]:
 def worst_first(checks: Iterable[Check]) -> list[Check]:
     """Failures, then warnings, then passes; reading order kept within each."""
     return sorted(checks, key=lambda check: -SEVERITY[check.status])
-
-
-def worst_status(checks: Iterable[Check]) -> Status:
-    return max((check.status for check in checks), key=SEVERITY.__getitem__, default=PASS)
 
 
 def runner_health(checks: Iterable[Check]) -> dict[int, Status]:
@@ -197,17 +188,10 @@ def _check_ip_forward(ctx: Context) -> list[Check]:
 
 def _check_settings_match(ctx: Context) -> list[Check]:
     """OVERLAY_VXLAN_ID, OVERLAY_VXLAN_PORT and OVERLAY_MTU must be equal on every node."""
-    settings = ctx.settings
     problems = []
     for runner in ctx.runners:
-        reported = {
-            "overlay_vxlan_id": (runner.vxlan_id, settings.overlay_vxlan_id),
-            "overlay_vxlan_port": (runner.vxlan_port, settings.overlay_vxlan_port),
-            "overlay_mtu": (runner.mtu, settings.overlay_mtu),
-        }
-        for name, (theirs, ours) in reported.items():
-            if theirs in (ours, UNREPORTED, None):
-                continue
+        for found in differences(ctx.settings, runner):
+            name, theirs, ours = found.rule.setting, found.reported, found.expected
             if ctx.host:
                 detail = f"{ctx.runner_label(runner)} has {name} {theirs}, the host has {ours}"
                 fix = f"set {name} = {ours} on {runner.hostname} and restart its agent"
@@ -376,12 +360,4 @@ def _network_problems(ctx: Context, name: str) -> list[Check]:
         )
         for what, (actual, want) in wanted.items()
         if actual != want
-    ]
-
-
-def _check_reported_mismatches(ctx: Context) -> list[Check]:
-    return [
-        Check("reported_mismatch", FAIL, f"runner {runner_id}: {text}", RECONCILE, runner_id)
-        for runner_id, texts in sorted(ctx.snapshot.reported_mismatches.items())
-        for text in texts
     ]

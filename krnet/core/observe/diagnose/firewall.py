@@ -51,6 +51,16 @@ def firewall_plan(ctx: Context) -> firewall.FirewallPlan:
     )
 
 
+def expected_rules(ctx: Context) -> tuple[RuleInfo, ...]:
+    """Every rule and jump this node's firewall plan asks for, as the data plane writes them."""
+    return firewall.expected_rules(firewall_plan(ctx))
+
+
+def guard_drops(ctx: Context) -> int:
+    """Packets the VXLAN port guard dropped, from the snapshot's rule counters."""
+    return firewall.guard_drops(ctx.snapshot.rules)
+
+
 def _is_guard_accept(rule: RuleInfo) -> bool:
     """A per-peer allow rule: the port guard check reports those, not the rules check."""
     return rule.chain == firewall.GUARD_CHAIN and rule.spec.startswith("-s ")
@@ -81,7 +91,7 @@ def check_firewall(ctx: Context) -> list[Check]:
         )
         for rule in missing
     ]
-    count = len(firewall.expected_rules(firewall_plan(ctx)))
+    count = len(expected_rules(ctx))
     return passed("firewall", problems, f"all {count} expected rules are present")
 
 
@@ -134,7 +144,7 @@ def check_port_guard(ctx: Context) -> list[Check]:
                 f"iptables -D {firewall.GUARD_CHAIN} {_guard_rule(ctx, peer)} {RESTART}",
             )
         )
-    dropped = firewall.guard_drops(ctx.snapshot.rules)
+    dropped = guard_drops(ctx)
     return passed(
         "port_guard",
         problems,

@@ -1,0 +1,86 @@
+"""The runner's report of its own end: what each heartbeat says its links look like.
+
+The runner data plane builds it, the agent sends its wire form in every heartbeat, the host
+stores that form in the record (`RunnerRecord.observed`, with the host's `applied` beside it),
+and status, diagnosis and the TUI read it through `RunnerRecord.report`. The wire form has
+three shapes, kept exactly: every link key (a runner with its overlay), `{"error": ...}` alone
+(it could not read its links) and `{}` (nothing to report: no overlay data plane).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunnerReport:
+    """One heartbeat's view of `vxlan0`, the bridge and Docker on the runner (None: not said)."""
+
+    tunnel_present: bool | None = None
+    vni: int | None = None
+    remote: str | None = None  # the tunnel's far end: an address of the host
+    local: str | None = None  # the tunnel's own end: the runner's physical address
+    port: int | None = None
+    mtu: int | None = None
+    bridge_mtu: int | None = None
+    bridge_addresses: tuple[str, ...] = ()
+    tunnel_up: bool | None = None
+    docker_available: bool | None = None
+    docker_error: str | None = None
+    network: str | None = None  # the Docker network its containers should use
+    error: str | None = None  # the runner could not read its links; nothing else is said
+
+    @classmethod
+    def failed(cls, error: str) -> RunnerReport:
+        """The report of a runner that could not read its links."""
+        return cls(error=error)
+
+    @property
+    def empty(self) -> bool:
+        """Whether the report says nothing (a runner without an overlay data plane)."""
+        return self == RunnerReport()
+
+    def to_wire(self) -> dict[str, object]:
+        """The heartbeat's `observed` object."""
+        if self.error is not None:
+            return {"error": self.error}
+        if self.empty:
+            return {}
+        wire: dict[str, object] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "error"
+        }
+        wire["bridge_addresses"] = list(self.bridge_addresses)
+        return wire
+
+    @classmethod
+    def from_wire(cls, observed: Mapping[str, object]) -> RunnerReport:
+        """The report in a stored or received `observed`; a value of the wrong type is unsaid."""
+        addresses = observed.get("bridge_addresses")
+        listed = addresses if isinstance(addresses, list | tuple) else ()
+        return cls(
+            tunnel_present=_of(bool, observed.get("tunnel_present")),
+            vni=_int(observed.get("vni")),
+            remote=_of(str, observed.get("remote")),
+            local=_of(str, observed.get("local")),
+            port=_int(observed.get("port")),
+            mtu=_int(observed.get("mtu")),
+            bridge_mtu=_int(observed.get("bridge_mtu")),
+            bridge_addresses=tuple(item for item in listed if isinstance(item, str)),
+            tunnel_up=_of(bool, observed.get("tunnel_up")),
+            docker_available=_of(bool, observed.get("docker_available")),
+            docker_error=_of(str, observed.get("docker_error")),
+            network=_of(str, observed.get("network")),
+            error=_of(str, observed.get("error")) or None,
+        )
+
+
+def _of(kind: type[T], value: object) -> T | None:
+    return value if isinstance(value, kind) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
