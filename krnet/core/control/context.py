@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeAlias, TypeVar
 
 from krnet.core.model.settings import is_loopback_reachable_address
 from krnet.errors import ProtocolError
@@ -29,6 +29,7 @@ log = logging.getLogger("krnet.host")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+SessionEvent: TypeAlias = Literal["refused", "address", "tunnel_failed"]  # what a join records
 
 
 def utc_now() -> datetime:
@@ -47,7 +48,7 @@ class StoreThread:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, partial(call, *args, **kwargs))
 
-    async def event(self, kind: str, message: str, runner_id: int | None = None) -> None:
+    async def event(self, kind: SessionEvent, message: str, runner_id: int | None = None) -> None:
         """Add to the record's event log (the caller logs, or raises and the handler does)."""
         await self.run(self.store.record_event, kind, message, runner_id=runner_id)
 
