@@ -43,7 +43,7 @@ class PoolExhaustedError(KrnetError):
     """Every runner id is taken by an active runner."""
 
 
-ErrorCode: TypeAlias = Literal[  # the wire `error` codes (docs/protocol.md "Errors")
+ErrorCode: TypeAlias = Literal[  # the wire `error` codes (docs/protocol.md, `error`)
     "bad_request",
     "frame_too_large",
     "unsupported_version",

@@ -1,7 +1,7 @@
 """Line framing: one JSON object per line, bounded, strict; and cutting big answers into lines.
 
-docs/protocol.md "Framing" is the specification. Nothing here opens a socket: `read_frame`
-takes any asyncio.StreamReader, so tests feed it bytes directly.
+docs/protocol.md "Transport and framing" is the specification. Nothing here opens a socket:
+`read_frame` takes any asyncio.StreamReader, so tests feed it bytes directly.
 """
 
 from __future__ import annotations
