@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, TypeAlias
+
 
 class KrnetError(Exception):
     """An error a person can act on: the message names the thing at fault and the fix."""
@@ -41,9 +43,22 @@ class PoolExhaustedError(KrnetError):
     """Every runner id is taken by an active runner."""
 
 
+ErrorCode: TypeAlias = Literal[  # the wire `error` codes (docs/protocol.md, `error`)
+    "bad_request",
+    "frame_too_large",
+    "unsupported_version",
+    "auth_failed",
+    "settings_mismatch",
+    "pool_exhausted",
+    "internal",
+    "timeout",
+    "busy",
+]
+
+
 class ProtocolError(KrnetError):
     """A join-protocol failure, carrying the wire error code (docs/protocol.md)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code

@@ -22,18 +22,15 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from krnet.core.protocol.messages import (
+from krnet.core.protocol.channel import (
     HOST_TO_RUNNER,
-    MAX_LINE,
-    MESSAGES,
     RUNNER_TO_HOST,
     Channel,
-    Heartbeat,
-    Leave,
     compute_mac,
     new_nonce,
-    parse_message,
 )
+from krnet.core.protocol.framing import MAX_LINE
+from krnet.core.protocol.messages import MESSAGES, Heartbeat, Leave, parse_message
 from krnet.errors import ProtocolError
 from tests.protocol.peers import (
     TOKEN,

@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from krnet.core.protocol.messages import MAX_LINE, HeartbeatAck, new_nonce
+from krnet.core.protocol.channel import new_nonce
+from krnet.core.protocol.framing import MAX_LINE
+from krnet.core.protocol.messages import HeartbeatAck
 from tests.attack.hostile import (
     CASES,
     HostProcess,

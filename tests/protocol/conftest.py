@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from krnet.core.control.host import HostService, utc_now
+from krnet.core.control.context import utc_now
+from krnet.core.control.host import HostService
 from krnet.core.control.planes import NullHostDataPlane
 from krnet.core.record.store import Store
 from tests.protocol.peers import HOST_SETTINGS, TOKEN, RunningHost, StartHost

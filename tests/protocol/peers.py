@@ -21,7 +21,8 @@ from krnet.core.control.host import HostService
 from krnet.core.control.planes import NullHostDataPlane
 from krnet.core.model.settings import Settings
 from krnet.core.protocol.client import HostConnection
-from krnet.core.protocol.messages import MAX_LINE, Allocation, Welcome
+from krnet.core.protocol.framing import MAX_LINE
+from krnet.core.protocol.messages import Allocation, Welcome
 from krnet.core.protocol.token import token_path, write_token
 from krnet.core.record.store import Store
 

@@ -19,14 +19,10 @@ import pytest
 from krnet.core.control.agent import BACKOFF_CAP, RunnerAgent, backoff_delays, load_identity
 from krnet.core.control.planes import NullRunnerDataPlane
 from krnet.core.model.settings import Settings
+from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel
 from krnet.core.protocol.client import HostConnection
-from krnet.core.protocol.messages import (
-    HOST_TO_RUNNER,
-    MAX_LINE,
-    Allocation,
-    Channel,
-    encode_frame,
-)
+from krnet.core.protocol.framing import MAX_LINE, encode_frame
+from krnet.core.protocol.messages import Allocation
 from krnet.core.record.store import Store
 from krnet.errors import ConfigError, KernelError, ProtocolError
 from tests.protocol.peers import (

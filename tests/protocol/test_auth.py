@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from krnet.core.protocol.messages import (
-    HOST_TO_RUNNER,
-    MESSAGES,
-    RUNNER_TO_HOST,
-    Channel,
-    Error,
-    canonical_json,
-    compute_mac,
-    parse_message,
-)
+from krnet.core.protocol.channel import HOST_TO_RUNNER, RUNNER_TO_HOST, Channel, compute_mac
+from krnet.core.protocol.framing import canonical_json
+from krnet.core.protocol.messages import MESSAGES, Error, parse_message
 from krnet.errors import ProtocolError
 
 TOKEN = "3f9c2a7e5b1d4c8a9e6f0b2d7c4a1e5f8b3d6c9a2e7f4b1d8c5a0e3f6b9c2d7a"

@@ -9,18 +9,14 @@ from pathlib import Path
 import pytest
 
 from krnet.core.protocol import messages as protocol
-from krnet.core.protocol.messages import (
+from krnet.core.protocol.framing import (
     MAX_LINE,
-    Heartbeat,
-    Join,
-    Status,
-    StatusRequest,
     decode_frame,
     encode_frame,
-    parse_message,
     read_frame,
     split_status,
 )
+from krnet.core.protocol.messages import Heartbeat, Join, Status, StatusRequest, parse_message
 from krnet.errors import ProtocolError
 from tests.protocol.peers import JOIN_MESSAGE as JOIN
 

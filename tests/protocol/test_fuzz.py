@@ -9,15 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from krnet.core.protocol.messages import (
-    MAX_LINE,
-    MESSAGES,
-    Message,
-    decode_frame,
-    encode_frame,
-    parse_message,
-    read_frame,
-)
+from krnet.core.protocol.framing import MAX_LINE, decode_frame, encode_frame, read_frame
+from krnet.core.protocol.messages import MESSAGES, Message, parse_message
 from krnet.errors import ProtocolError
 from tests.protocol.peers import JOIN_MESSAGE as VALID_JOIN
 

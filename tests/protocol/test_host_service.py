@@ -14,16 +14,10 @@ import pytest
 
 from krnet.core.control.planes import NullHostDataPlane
 from krnet.core.model.records import RunnerRecord
+from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, new_nonce
 from krnet.core.protocol.client import parse_address
-from krnet.core.protocol.messages import (
-    HOST_TO_RUNNER,
-    MAX_LINE,
-    Allocation,
-    Bye,
-    Channel,
-    HeartbeatAck,
-    new_nonce,
-)
+from krnet.core.protocol.framing import MAX_LINE
+from krnet.core.protocol.messages import Allocation, Bye, HeartbeatAck
 from krnet.core.protocol.token import token_path, write_token
 from krnet.core.record.store import Store
 from krnet.errors import KernelError, ProtocolError, UsageError

@@ -16,20 +16,10 @@ import pytest
 from krnet.core.model.records import JoinRequest
 from krnet.core.observe.snapshot import NodeSnapshot
 from krnet.core.observe.snapshot_json import loads
+from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, new_nonce
 from krnet.core.protocol.client import MAX_SNAPSHOT, request_snapshot
-from krnet.core.protocol.messages import (
-    HOST_TO_RUNNER,
-    MAX_LINE,
-    PROTOCOL_VERSION,
-    Channel,
-    Snapshot,
-    Status,
-    encode_frame,
-    error_frame,
-    new_nonce,
-    read_frame,
-    split_snapshot,
-)
+from krnet.core.protocol.framing import MAX_LINE, encode_frame, read_frame, split_snapshot
+from krnet.core.protocol.messages import PROTOCOL_VERSION, Snapshot, Status
 from krnet.core.record.store import Store
 from krnet.errors import ProtocolError
 from tests.protocol.peers import HOST_SETTINGS, TOKEN, RunningHost, StartHost, connect, join_once
@@ -204,25 +194,6 @@ async def test_a_snapshot_that_does_not_decode_is_refused() -> None:
 
     refusal = await client_refuses(answer)
     assert refusal.code == "bad_request" and "snapshot does not decode" in str(refusal)
-
-
-async def test_a_host_from_before_snapshots_gives_the_status_alone() -> None:
-    """As an older krnet: the unknown field is refused; asked again without it, it answers."""
-    asked: list[dict[str, Any]] = []
-
-    async def answer(
-        writer: asyncio.StreamWriter, channel: Channel, request: dict[str, Any]
-    ) -> None:
-        asked.append(request)
-        if "snapshot" in request:
-            writer.write(error_frame("bad_request", "snapshot: Extra inputs are not permitted"))
-        else:
-            writer.write(sealed_status(channel))
-
-    async with fake_host(answer) as port:
-        status, whole = await request_snapshot("127.0.0.1", port, TOKEN, timeout=60.0)
-    assert (status, whole) == (STATUS, None)
-    assert ["snapshot" in request for request in asked] == [True, False]
 
 
 def test_documented_snapshot_decodes_and_matches_its_status() -> None:

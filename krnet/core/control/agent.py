@@ -25,9 +25,12 @@ from krnet.core.model.report import RunnerReport
 from krnet.core.protocol.client import HostConnection
 from krnet.core.protocol.messages import (
     Allocation,
+    Heartbeat,
     HeartbeatAck,
+    Join,
     Welcome,
     applied_of,
+    join_fields,
 )
 from krnet.errors import ConfigError, KrnetError, ProtocolError
 
@@ -142,7 +145,7 @@ class RunnerAgent:
         )
         try:
             request = self._request(connection.local_address)
-            await connection.send_first("join", _join_fields(request))
+            await connection.send_message(Join, **join_fields(request))
             welcome = await connection.receive(Welcome)
             allocation = welcome.allocation()
             log.info(
@@ -165,7 +168,7 @@ class RunnerAgent:
         while not await self._wait(allocation.heartbeat_interval):
             observed = await self._observe()
             applied = applied_of(self.applied).model_dump() if self.applied else None
-            await connection.send({"type": "heartbeat", "applied": applied, "observed": observed})
+            await connection.send_message(Heartbeat, applied=applied, observed=observed)
             ack = await connection.receive(HeartbeatAck)
             desired = ack.allocation()
             if desired != self.applied:
@@ -205,6 +208,7 @@ class RunnerAgent:
         return report.to_wire()
 
     def _request(self, local_address: str) -> JoinRequest:
+        """What this runner says about itself when it joins (its `join` message is made of it)."""
         physical_ip = self.settings.runner_address or _ipv4_or_fail(local_address)
         return JoinRequest(
             identity=self.identity,
@@ -222,17 +226,6 @@ class RunnerAgent:
         except TimeoutError:
             return False
         return True
-
-
-def _join_fields(request: JoinRequest) -> dict[str, Any]:
-    return {
-        "identity": request.identity,
-        "hostname": request.hostname,
-        "physical_ip": request.physical_ip,
-        "vxlan_id": request.vxlan_id,
-        "vxlan_port": request.vxlan_port,
-        "mtu": request.mtu,
-    }
 
 
 def _ipv4_or_fail(address: str) -> str:

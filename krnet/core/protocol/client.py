@@ -8,24 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from pydantic import JsonValue
+
+from krnet.core.protocol.channel import RUNNER_TO_HOST, Channel, new_nonce
+from krnet.core.protocol.framing import MAX_LINE, JsonObject, read_frame
 from krnet.core.protocol.messages import (
-    MAX_LINE,
     PROTOCOL_VERSION,
-    RUNNER_TO_HOST,
-    Channel,
     Error,
     Hello,
     Message,
     Snapshot,
     Status,
-    new_nonce,
+    StatusRequest,
     parse_message,
     raise_if_error,
-    read_frame,
 )
 from krnet.errors import KrnetError, ProtocolError, UsageError
 
@@ -81,27 +81,39 @@ class HostConnection:
     def nonce(self) -> str:
         return self.channel.runner_nonce
 
-    async def send(self, fields: dict[str, Any], *, sequenced: bool = True) -> None:
-        self.writer.write(self.channel.seal(fields, sequenced=sequenced))
-        await asyncio.wait_for(self.writer.drain(), self.timeout)
+    async def send_message(self, kind: type[Message], /, **fields: JsonValue) -> None:
+        """A `kind` message, checked against the host's model; the opening one (`join`,
+        `status_request`) also carries the protocol version and this side's nonce."""
+        if "seq" not in kind.model_fields:
+            fields = {"version": PROTOCOL_VERSION, "nonce": self.nonce, **fields}
+        await self._write(self.channel.sign(kind, **fields))
 
-    async def send_first(self, kind: str, fields: dict[str, Any]) -> None:
-        """The opening `join` or `status_request`: version and nonce, no seq."""
+    async def send(self, fields: Mapping[str, JsonValue], *, sequenced: bool = True) -> None:
+        """`fields` signed as they are, unchecked: for peers that play a runner (bench, tests)."""
+        await self._write(self.channel.seal(fields, sequenced=sequenced))
+
+    async def send_first(self, kind: str, fields: Mapping[str, JsonValue]) -> None:
+        """An opening `kind` of `fields` as they are, unchecked: version and nonce, no seq."""
         first = {"type": kind, "version": PROTOCOL_VERSION, "nonce": self.nonce, **fields}
         await self.send(first, sequenced=False)
 
-    async def receive(self, *expected: type[MessageT]) -> MessageT:
+    async def _write(self, line: bytes) -> None:
+        self.writer.write(line)
+        await asyncio.wait_for(self.writer.drain(), self.timeout)
+
+    async def receive(self, expected: type[MessageT]) -> MessageT:
         """The host's next message, authenticated; its `error` raised as ProtocolError."""
         obj = await asyncio.wait_for(read_frame(self.reader), self.timeout)
         if obj is None:
             raise ConnectionError("the host closed the connection")
-        message = parse_message(obj, (*expected, Error))
+        message = parse_message(obj, (expected, Error))
         raise_if_error(message, "host")
         try:
             self.channel.check(obj)
         except ProtocolError as exc:
             raise ProtocolError(exc.code, f"host failed authentication: {exc}") from None
-        return message  # type: ignore[return-value]
+        assert isinstance(message, expected)  # parse_message gave `expected` or Error, raised
+        return message
 
     async def close(self) -> None:
         self.writer.close()
@@ -109,11 +121,11 @@ class HostConnection:
             await asyncio.wait_for(self.writer.wait_closed(), self.timeout)
 
 
-async def request_status(host: str, port: int, token: str, timeout: float) -> dict[str, Any]:
+async def request_status(host: str, port: int, token: str, timeout: float) -> dict[str, object]:
     """The host's `krnet node overlay --json` object, over an authenticated connection."""
     connection = await HostConnection.open(host, port, token, timeout)
     try:
-        await connection.send_first("status_request", {})
+        await connection.send_message(StatusRequest)
         return await _receive_status(connection)
     finally:
         await connection.close()
@@ -121,33 +133,27 @@ async def request_status(host: str, port: int, token: str, timeout: float) -> di
 
 async def request_snapshot(
     host: str, port: int, token: str, timeout: float
-) -> tuple[dict[str, Any], NodeSnapshot | None]:
-    """The host's status and its whole node; the node is None from a krnet that cannot send it."""
+) -> tuple[dict[str, object], NodeSnapshot]:
+    """The host's status and its whole node, over one authenticated connection."""
     connection = await HostConnection.open(host, port, token, timeout)
     try:
-        await connection.send_first("status_request", {"snapshot": True})
-        try:
-            status = await _receive_status(connection)
-        except ProtocolError as exc:
-            if exc.code != "bad_request":
-                raise
-        else:
-            return status, await _receive_snapshot(connection)
+        await connection.send_message(StatusRequest, snapshot=True)
+        status = await _receive_status(connection)
+        return status, await _receive_snapshot(connection)
     finally:
         await connection.close()
-    # a krnet from before snapshots refuses the field as unknown: ask it for the status alone
-    return await request_status(host, port, token, timeout), None
 
 
-async def _receive_status(connection: HostConnection) -> dict[str, Any]:
-    """The `status` parts, their runners joined."""
-    status: dict[str, Any] = {}
-    runners: list[Any] = []
+async def _receive_status(connection: HostConnection) -> dict[str, object]:
+    """The `status` parts, their runners joined (the object `krnet node overlay --json` prints)."""
+    status: JsonObject = {}
+    runners: list[JsonValue] = []
     more = True
     while more:
-        part: Status = await connection.receive(Status)
+        part = await connection.receive(Status)
         status = dict(part.status)
-        runners += list(part.status.get("runners") or [])  # type: ignore[arg-type]
+        part_runners = part.status.get("runners")
+        runners += part_runners if isinstance(part_runners, list) else []
         more = part.more
     return {**status, "runners": runners}
 
@@ -159,7 +165,7 @@ async def _receive_snapshot(connection: HostConnection) -> NodeSnapshot:
     slices: list[str] = []
     size, more = 0, True
     while more:
-        part: Snapshot = await connection.receive(Snapshot)
+        part = await connection.receive(Snapshot)
         size += len(part.data)
         if size > MAX_SNAPSHOT:
             raise ProtocolError(
@@ -198,15 +204,15 @@ def _port(text: str, whole: str) -> int:
     return int(text)
 
 
-def fetch_remote_status(address: str, settings: Settings, data_dir: Path) -> dict[str, Any]:
+def fetch_remote_status(address: str, settings: Settings, data_dir: Path) -> dict[str, object]:
     """`status` from the host at HOST[:PORT], authenticated with this node's join token."""
     return _fetch(address, settings, data_dir, request_status)
 
 
 def fetch_remote_snapshot(
     address: str, settings: Settings, data_dir: Path
-) -> tuple[dict[str, Any], NodeSnapshot | None]:
-    """`status` and the whole node from the host at HOST[:PORT] (None from an older krnet)."""
+) -> tuple[dict[str, object], NodeSnapshot]:
+    """`status` and the whole node from the host at HOST[:PORT]."""
     return _fetch(address, settings, data_dir, request_snapshot)
 
 
@@ -214,7 +220,7 @@ def _fetch(
     address: str,
     settings: Settings,
     data_dir: Path,
-    request: Callable[[str, int, str, float], Coroutine[Any, Any, T]],
+    request: Callable[[str, int, str, float], Coroutine[object, None, T]],
 ) -> T:
     """Run one request against HOST[:PORT]; failures become one line naming the host."""
     from krnet.core.protocol.token import read_token

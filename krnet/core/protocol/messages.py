@@ -1,21 +1,17 @@
-"""The join protocol, pure: line framing, message schemas, and the HMAC that binds both nonces.
+"""The join protocol's messages: one pydantic model per message type, used in both directions.
 
-docs/protocol.md is the specification; this module is its only implementation. Nothing here
-opens a socket: `read_frame` takes any asyncio.StreamReader, so tests feed it bytes directly.
+docs/protocol.md "Messages" is the specification. A peer's line is validated here
+(`parse_message`) as the model of its `type`; what krnet sends is checked against the same
+model before it leaves (`krnet.core.protocol.channel.Channel.sign`). The `seq` and `mac` of a
+signed message are the channel's; framing is `krnet.core.protocol.framing`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
-import json
-import math
-import secrets
+import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,25 +23,12 @@ from pydantic import (
     ValidationError,
 )
 
-from krnet.errors import ProtocolError
+from krnet.core.model.records import JoinRequest
+from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
+from krnet.errors import ErrorCode, ProtocolError
 
 PROTOCOL_VERSION = 1
-MAX_LINE = 65_536  # bytes a line may hold, newline not counted
 MAX_OBSERVED = 16_384  # bytes of a heartbeat's `observed` as canonical JSON: a status line holds it
-RUNNER_TO_HOST = "krnet runner->host"
-HOST_TO_RUNNER = "krnet host->runner"
-
-ErrorCode: TypeAlias = Literal[
-    "bad_request",
-    "frame_too_large",
-    "unsupported_version",
-    "auth_failed",
-    "settings_mismatch",
-    "pool_exhausted",
-    "internal",
-    "timeout",
-    "busy",
-]
 
 
 def _ipv4(value: str) -> str:
@@ -97,6 +80,18 @@ class Join(Message):
     mtu: Mtu
     mac: Mac
 
+    def request(self) -> JoinRequest:
+        """The join as the record's allocator takes it: the fields JoinRequest has, by name."""
+        return JoinRequest(**self.model_dump(include=JOIN_FIELDS))
+
+
+JOIN_FIELDS = {field.name for field in dataclasses.fields(JoinRequest)}
+
+
+def join_fields(request: JoinRequest) -> JsonObject:
+    """A runner's JoinRequest as the fields of its `join` message (the inverse of Join.request)."""
+    return dataclasses.asdict(request)
+
 
 class StatusRequest(Message):
     type: Literal["status_request"]
@@ -128,8 +123,7 @@ class Allocation(Message):
 ALLOCATION_FIELDS = tuple(Allocation.model_fields)
 
 
-class Welcome(Allocation):
-    type: Literal["welcome"]
+class _SignedAllocation(Allocation):
     seq: Seq
     mac: Mac
 
@@ -137,10 +131,16 @@ class Welcome(Allocation):
         return Allocation.model_validate(self.model_dump(include=set(ALLOCATION_FIELDS)))
 
 
-class HeartbeatAck(Welcome):
+class Welcome(_SignedAllocation):
+    """The host's answer to a join: the runner's allocation."""
+
+    type: Literal["welcome"]
+
+
+class HeartbeatAck(_SignedAllocation):
     """The host's answer to a heartbeat: the allocation the runner should have applied."""
 
-    type: Literal["heartbeat_ack"]  # type: ignore[assignment]
+    type: Literal["heartbeat_ack"]
 
 
 class Applied(Message):
@@ -205,7 +205,7 @@ class Error(Message):
     message: Annotated[str, StringConstraints(max_length=2000)]
 
 
-MESSAGES: dict[str, type[Message]] = {
+MESSAGES: dict[str, type[Message]] = {  # by the `type` field
     "hello": Hello,
     "join": Join,
     "status_request": StatusRequest,
@@ -220,9 +220,7 @@ MESSAGES: dict[str, type[Message]] = {
 }
 
 
-def new_nonce() -> str:
-    """A fresh 128-bit nonce, 32 lowercase hex digits."""
-    return secrets.token_hex(16)
+KIND_OF = {model: kind for kind, model in MESSAGES.items()}
 
 
 def applied_of(allocation: Allocation) -> Applied:
@@ -233,80 +231,6 @@ def applied_of(allocation: Allocation) -> Applied:
         subnet=allocation.subnet,
         mtu=allocation.mtu,
     )
-
-
-# --- framing -------------------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:20]} is out of range")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("an object repeats a key")
-    return result
-
-
-def decode_frame(line: bytes) -> dict[str, Any]:
-    """One line (without its newline) to a JSON object, or ProtocolError(bad_request)."""
-    if len(line) > MAX_LINE:
-        raise ProtocolError("frame_too_large", f"line of {len(line)} bytes exceeds {MAX_LINE}")
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError("bad_request", f"line is not valid UTF-8 ({exc.reason})") from None
-    try:
-        value = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            object_pairs_hook=_unique_keys,
-        )
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError("bad_request", f"line is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ProtocolError("bad_request", f"expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def encode_frame(obj: Mapping[str, Any]) -> bytes:
-    """A JSON object to one wire line; refuses to produce a line the peer would reject."""
-    line = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
-    if len(line) > MAX_LINE:
-        raise ProtocolError(
-            "frame_too_large", f"{obj.get('type')} message of {len(line)} bytes exceeds {MAX_LINE}"
-        )
-    return line + b"\n"
-
-
-async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
-    """The next object on the stream, None at a clean end of stream.
-
-    The reader must be created with limit=MAX_LINE: readuntil then raises LimitOverrunError
-    as soon as a line outgrows the limit, so at most about twice the limit is ever buffered.
-    """
-    try:
-        line = await reader.readuntil(b"\n")
-    except asyncio.LimitOverrunError:
-        raise ProtocolError(
-            "frame_too_large", f"line exceeds {MAX_LINE} bytes; the protocol allows {MAX_LINE}"
-        ) from None
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            return None
-        raise ProtocolError(
-            "bad_request", f"connection closed in the middle of a line ({len(exc.partial)} bytes)"
-        ) from None
-    return decode_frame(line[:-1])
 
 
 def _printable(text: str, limit: int = 120) -> str:
@@ -325,7 +249,7 @@ def _summarize(exc: ValidationError, kind: str) -> str:
     return f"invalid {kind} message: " + "; ".join(parts) + suffix
 
 
-def parse_message(obj: Mapping[str, Any], expected: Sequence[type[Message]]) -> Message:
+def parse_message(obj: Mapping[str, JsonValue], expected: Sequence[type[Message]]) -> Message:
     """Validate a decoded object as one of the `expected` message types."""
     kind = obj.get("type")
     if not isinstance(kind, str):
@@ -356,102 +280,5 @@ def raise_if_error(message: Message, peer: str) -> None:
 
 
 def error_frame(code: ErrorCode, message: str) -> bytes:
-    return encode_frame({"type": "error", "code": code, "message": message[:2000]})
-
-
-# --- authentication ------------------------------------------------------------------------
-
-
-def canonical_json(fields: Mapping[str, Any]) -> bytes:
-    """The bytes a MAC covers: sorted keys, no whitespace, ASCII only."""
-    return json.dumps(
-        fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode()
-
-
-def compute_mac(
-    token: str, fields: Mapping[str, Any], host_nonce: str, runner_nonce: str, direction: str
-) -> str:
-    """HMAC-SHA256 keyed by the join token over the message (without `mac`) and both nonces."""
-    body = {key: value for key, value in fields.items() if key != "mac"}
-    text = b"\n".join(
-        [canonical_json(body), host_nonce.encode(), runner_nonce.encode(), direction.encode()]
-    )
-    return hmac.new(token.encode(), text, hashlib.sha256).hexdigest()
-
-
-@dataclass
-class Channel:
-    """One authenticated session: signs what we send, checks MAC and seq of what we receive."""
-
-    token: str
-    host_nonce: str
-    runner_nonce: str
-    sending: str  # RUNNER_TO_HOST or HOST_TO_RUNNER
-    sent_seq: int = 0
-    received_seq: int = 0
-
-    @property
-    def receiving(self) -> str:
-        return HOST_TO_RUNNER if self.sending == RUNNER_TO_HOST else RUNNER_TO_HOST
-
-    def seal(self, fields: Mapping[str, Any], *, sequenced: bool = True) -> bytes:
-        """One signed line; sequenced messages get the next `seq`."""
-        body = dict(fields)
-        if sequenced:
-            self.sent_seq += 1
-            body["seq"] = self.sent_seq
-        body["mac"] = compute_mac(
-            self.token, body, self.host_nonce, self.runner_nonce, self.sending
-        )
-        return encode_frame(body)
-
-    def check(self, obj: Mapping[str, Any], *, sequenced: bool = True) -> None:
-        """Refuse (auth_failed) a message with a wrong MAC or a seq not above the last one."""
-        expected = compute_mac(self.token, obj, self.host_nonce, self.runner_nonce, self.receiving)
-        if not hmac.compare_digest(expected, str(obj.get("mac", ""))):
-            raise ProtocolError(
-                "auth_failed",
-                "message authentication failed: the peer does not hold this cluster's join "
-                "token (compare join_token / join_token_file / KRNET_JOIN_TOKEN with "
-                "`krnet token` on the host)",
-            )
-        if sequenced:
-            seq = obj["seq"]
-            if seq <= self.received_seq:
-                raise ProtocolError(
-                    "auth_failed", f"replayed message: seq {seq} after {self.received_seq}"
-                )
-            self.received_seq = seq
-
-
-def split_status(status: Mapping[str, Any], room: int = MAX_LINE - 1024) -> list[dict[str, Any]]:
-    """Cut a status object into parts whose `runners` lists each fit one line.
-
-    Every part carries all the other fields; concatenating the parts' runners gives back
-    the whole list. `room` leaves space for the envelope (type, more, seq, mac).
-    """
-    runners = list(status.get("runners", []))
-    head = {key: value for key, value in status.items() if key != "runners"}
-    parts: list[dict[str, Any]] = []
-    chunk: list[Any] = []
-    size = len(canonical_json({**head, "runners": []}))
-    for runner in runners:
-        cost = len(canonical_json(runner)) + 1
-        if chunk and size + cost > room:
-            parts.append({**head, "runners": chunk})
-            chunk, size = [], len(canonical_json({**head, "runners": []}))
-        chunk.append(runner)
-        size += cost
-    parts.append({**head, "runners": chunk})
-    return parts
-
-
-def split_snapshot(text: str, room: int = (MAX_LINE - 1024) // 2) -> list[str]:
-    """Cut a snapshot's JSON text into slices that each fit one `snapshot` line.
-
-    The text is canonical JSON, printable ASCII only, so a character costs at most two bytes
-    inside a JSON string (`"` and `\\` are escaped): a slice of `room` characters takes at most
-    twice `room` bytes, and the default leaves 1 KiB of the line for the envelope.
-    """
-    return [text[start : start + room] for start in range(0, len(text), room)] or [""]
+    """The `error` line refusing a peer (the message cut to the 2,000 characters allowed)."""
+    return encode_frame(Error(type="error", code=code, message=message[:2000]).model_dump())

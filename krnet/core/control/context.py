@@ -1,0 +1,100 @@
+"""What every connection of one host service shares: settings, token, record, data plane, clock.
+
+The listener (`krnet.core.control.host`) builds one `HostContext` and hands it to each
+`JoinSession`; nothing here is per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeAlias, TypeVar
+
+from krnet.core.model.settings import is_loopback_reachable_address
+from krnet.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from krnet.core.control.planes import HostDataPlane
+    from krnet.core.model.plan import OverlayPlan
+    from krnet.core.model.settings import Settings
+    from krnet.core.record.store import Store
+
+log = logging.getLogger("krnet.host")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+SessionEvent: TypeAlias = Literal["refused", "address", "tunnel_failed"]  # what a join records
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StoreThread:
+    """The record on its own thread: SQLite writes are serial anyway, and the loop never blocks."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="krnet-store")
+
+    async def run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`call(*args, **kwargs)` on the store's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, partial(call, *args, **kwargs))
+
+    async def event(self, kind: SessionEvent, message: str, runner_id: int | None = None) -> None:
+        """Add to the record's event log (the caller logs, or raises and the handler does)."""
+        await self.run(self.store.record_event, kind, message, runner_id=runner_id)
+
+    async def close(self) -> None:
+        """Let a write already running finish before the caller closes the store."""
+        await asyncio.to_thread(self._thread.shutdown, wait=True, cancel_futures=True)
+
+
+@dataclass
+class HostContext:
+    """The host service's shared pieces, as each session and timer uses them."""
+
+    settings: Settings
+    plan: OverlayPlan
+    token: str
+    record: StoreThread
+    dataplane: HostDataPlane
+    clock: Callable[[], datetime]
+    _warned_loopback: bool = field(default=False, init=False)
+
+    def reachable_address(self, sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
+        """HOST_REACHABLE_ADDRESS, or the join's local address when that setting is loopback."""
+        if not is_loopback_reachable_address(self.settings):
+            return self.settings.host_reachable_address
+        address = _local_ipv4(sockname[0])
+        if not self._warned_loopback:
+            self._warned_loopback = True
+            log.warning(
+                "HOST_REACHABLE_ADDRESS is %s (loopback): telling each runner the address its "
+                "join arrived on (first: %s); set host_reachable_address to this host's LAN "
+                "address",
+                self.settings.host_reachable_address,
+                address,
+            )
+        return address
+
+
+def _local_ipv4(local: str) -> str:
+    """The IPv4 address a connection arrived on (IPv4-mapped IPv6 unwrapped)."""
+    address = ip_address(local)
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if not isinstance(address, IPv4Address):
+        raise ProtocolError(
+            "internal",
+            f"the join arrived over IPv6 ({address}) and HOST_REACHABLE_ADDRESS is loopback: "
+            "set host_reachable_address to this host's IPv4 LAN address",
+        )
+    return str(address)

@@ -1,0 +1,271 @@
+"""One connection to the host's join port: greet, authenticate, then admit a runner or answer.
+
+A `JoinSession` lives as long as its connection and owns its channel and, once a runner is
+admitted, that runner's record. Every refusal is an `error` line and a closed connection;
+nothing a peer sends changes a record before it has authenticated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from krnet import __version__
+from krnet.core.control.answers import answer_status
+from krnet.core.model.must_match import differences
+from krnet.core.model.plan import tunnel_name
+from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, new_nonce
+from krnet.core.protocol.framing import encode_frame, read_frame
+from krnet.core.protocol.messages import (
+    PROTOCOL_VERSION,
+    Allocation,
+    Bye,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    Join,
+    Leave,
+    StatusRequest,
+    Welcome,
+    applied_of,
+    error_frame,
+    parse_message,
+)
+from krnet.errors import ErrorCode, KrnetError, PoolExhaustedError, ProtocolError
+
+if TYPE_CHECKING:
+    from krnet.core.control.context import HostContext
+    from krnet.core.model.records import RunnerRecord
+    from krnet.core.model.settings import Settings
+
+log = logging.getLogger("krnet.host")
+
+CLOSE_TIMEOUT = 1.0
+_JOIN_VERBS = {"new": "joined", "returning": "rejoined", "reclaimed": "joined on a reclaimed id"}
+
+
+def settings_mismatches(settings: Settings, join: Join) -> list[str]:
+    """Each must-match setting (reference: "Settings That Must Match") that differs, both values."""
+    return [
+        f"{found.rule.reference}: runner {found.reported}, host {found.expected}"
+        for found in differences(settings, join)
+    ]
+
+
+def allocation_for(context: HostContext, runner: RunnerRecord, host_ip: str) -> Allocation:
+    """What the host tells a runner (its `welcome` and every `heartbeat_ack`): the plan's
+    addresses for its id, the tunnel's two ends and the settings every node shares."""
+    plan, settings = context.plan, context.settings
+    addresses = plan.runner(runner.runner_id)
+    return Allocation(
+        runner_id=runner.runner_id,
+        vni=addresses.vni,
+        subnet=str(addresses.subnet),
+        gateway=str(addresses.gateway),
+        host_overlay_ip=str(plan.host_ip),
+        host_ip_on_subnet=str(addresses.host_ip_on_subnet),
+        host_physical_ip=host_ip,
+        runner_physical_ip=runner.physical_ip,
+        overlay_cidr=str(plan.network),
+        bridge_name=settings.overlay_bridge_name,
+        mtu=settings.overlay_mtu,
+        vxlan_port=settings.overlay_vxlan_port,
+        vxlan_id=settings.overlay_vxlan_id,
+        heartbeat_interval=settings.heartbeat_interval,
+    )
+
+
+class JoinSession:
+    """One connection, from `hello` to close."""
+
+    def __init__(
+        self, context: HostContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.context = context
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer_ip = str(peer[0]) if peer else "unknown peer"
+        self._channel: Channel | None = None
+
+    async def run(self) -> None:
+        """Converse until the peer leaves, fails or is dropped; then close the connection."""
+        peer_ip = self.peer_ip
+        try:
+            await self._converse()
+        except ProtocolError as exc:
+            log.warning("%s: %s [%s]", peer_ip, exc, exc.code)
+            await self.refuse(exc.code, str(exc))
+        except (ConnectionError, TimeoutError) as exc:
+            log.info("%s: connection lost (%s)", peer_ip, exc.__class__.__name__)
+        except KrnetError as exc:  # the record or the kernel failed (after auth): say which
+            log.error("%s: %s", peer_ip, exc)
+            await self.refuse("internal", f"the host could not complete this: {exc}")
+        except Exception:
+            log.exception("%s: internal error", peer_ip)
+            await self.refuse("internal", "internal error on the host; see its log")
+        except asyncio.CancelledError:
+            # stop(): end quietly; on Python 3.11 a handler that ends cancelled makes asyncio's
+            # stream callback log a traceback, one per open connection
+            log.debug("%s: connection dropped, the host is stopping", peer_ip)
+        finally:
+            await self.close()
+
+    async def _converse(self) -> None:
+        first = await self._authenticate()
+        if first is None:
+            return
+        if isinstance(first, StatusRequest):
+            await answer_status(self.context, self.channel, self.send, snapshot=first.snapshot)
+            return
+        host_ip = self.context.reachable_address(self.writer.get_extra_info("sockname"))
+        runner, allocation = await self._admit(first, host_ip)
+        await self.send(self.channel.sign(Welcome, **allocation.model_dump()))
+        await self._follow(runner, host_ip)
+
+    async def _authenticate(self) -> Join | StatusRequest | None:
+        """Greet, read the first message and check its MAC; None when the peer hangs up."""
+        host_nonce = new_nonce()
+        timeout = self.context.settings.handshake_timeout
+        hello = Hello(
+            type="hello", version=PROTOCOL_VERSION, nonce=host_nonce, server=f"krnet {__version__}"
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                await self.send(encode_frame(hello.model_dump()))
+                obj = await read_frame(self.reader)
+        except TimeoutError:
+            raise ProtocolError(
+                "timeout", f"no join or status_request within handshake_timeout ({timeout:g} s)"
+            ) from None
+        if obj is None:
+            return None
+        first = parse_message(obj, (Join, StatusRequest))
+        assert isinstance(first, Join | StatusRequest)
+        self._channel = Channel(self.context.token, host_nonce, first.nonce, HOST_TO_RUNNER)
+        self._channel.check(obj, sequenced=False)
+        return first
+
+    async def _admit(self, join: Join, host_ip: str) -> tuple[RunnerRecord, Allocation]:
+        """Check settings, allocate an id and build the host's tunnel for a joining runner."""
+        context, record = self.context, self.context.record
+        who = f"{join.hostname} ({join.physical_ip})"
+        mismatches = settings_mismatches(context.settings, join)
+        if mismatches:
+            text = "; ".join(mismatches)
+            await record.event("refused", f"{who}: settings_mismatch: {text}")
+            raise ProtocolError(
+                "settings_mismatch",
+                f"settings differ from the host's ({text}): these must be equal on the host "
+                "and every runner; change the runner's configuration",
+            )
+        try:
+            decision, runner = await record.run(
+                record.store.allocate, join.request(), plan=context.plan, now=context.clock()
+            )
+        except PoolExhaustedError as exc:
+            await record.event("refused", f"{who}: pool_exhausted")
+            raise ProtocolError("pool_exhausted", str(exc)) from None
+        if self.peer_ip != join.physical_ip:
+            note = (
+                f"{who} connected from {self.peer_ip}: NAT or a second address; the tunnel uses "
+                f"the runner's own {join.physical_ip}"
+            )
+            log.info("runner %d: %s", runner.runner_id, note)
+            await record.event("address", note, runner.runner_id)
+        previous = decision.previous
+        if decision.kind == "reclaimed" and previous is not None:
+            log.warning(
+                "runner id %d reclaimed from inactive %s (last seen %s) for %s",
+                runner.runner_id,
+                previous.hostname,
+                previous.last_seen.isoformat(),
+                who,
+            )
+        allocation = allocation_for(context, runner, host_ip)
+        try:
+            await asyncio.to_thread(context.dataplane.runner_up, runner, allocation)
+        except KrnetError as exc:
+            name = tunnel_name(runner.runner_id)
+            await record.event("tunnel_failed", f"{name}: {exc}")
+            raise ProtocolError("internal", f"the host could not build {name}: {exc}") from None
+        log.info(
+            "runner %d %s %s: subnet %s, VNI %d",
+            runner.runner_id,
+            who,
+            _JOIN_VERBS.get(decision.kind, decision.kind),
+            allocation.subnet,
+            allocation.vni,
+        )
+        return runner, allocation
+
+    async def _follow(self, runner: RunnerRecord, host_ip: str) -> None:
+        """Heartbeats until the runner leaves, goes silent or disconnects."""
+        settings, runner_id = self.context.settings, runner.runner_id
+        # three missed heartbeats, plus the time a slow peer may take to deliver one
+        idle = 3 * settings.heartbeat_interval + settings.handshake_timeout
+        while True:
+            try:
+                obj = await asyncio.wait_for(read_frame(self.reader), idle)
+            except TimeoutError:
+                raise ProtocolError(
+                    "timeout", f"runner {runner_id} sent nothing for {idle:g} s; closing"
+                ) from None
+            if obj is None:
+                log.info("runner %d disconnected", runner_id)
+                return
+            message = parse_message(obj, (Heartbeat, Leave))
+            self.channel.check(obj)
+            if isinstance(message, Leave):
+                await self._leave(runner_id)
+                await self.send(self.channel.sign(Bye))
+                return
+            assert isinstance(message, Heartbeat)
+            runner = await self.context.record.run(self._heartbeat, runner, message)
+            desired = allocation_for(self.context, runner, host_ip)
+            if message.applied != applied_of(desired):
+                log.info("runner %d has not applied its allocation; sending it again", runner_id)
+            await self.send(self.channel.sign(HeartbeatAck, **desired.model_dump()))
+
+    def _heartbeat(self, runner: RunnerRecord, heartbeat: Heartbeat) -> RunnerRecord:
+        """Record a heartbeat, unless the id went to another runner meanwhile (runs in a thread)."""
+        store, runner_id = self.context.record.store, runner.runner_id
+        current = store.runner(runner_id)
+        if current is None or current.identity != runner.identity:
+            raise ProtocolError(
+                "bad_request",
+                f"runner id {runner_id} was released or given to another runner; "
+                "reconnect to join again",
+            )
+        applied = heartbeat.applied.model_dump() if heartbeat.applied else None
+        observed: dict[str, object] = {**heartbeat.observed, "applied": applied}
+        updated = store.heartbeat(runner_id, now=self.context.clock(), observed=observed)
+        return updated if updated is not None else current
+
+    async def _leave(self, runner_id: int) -> None:
+        await self.context.record.run(self.context.record.store.release, runner_id)
+        await asyncio.to_thread(self.context.dataplane.runner_gone, runner_id)
+        log.info("runner %d left; its id is free", runner_id)
+
+    @property
+    def channel(self) -> Channel:
+        """The authenticated channel (set once the first message's MAC checked out)."""
+        if self._channel is None:
+            raise RuntimeError("the session has not authenticated its peer")
+        return self._channel
+
+    async def send(self, line: bytes) -> None:
+        self.writer.write(line)
+        await asyncio.wait_for(self.writer.drain(), self.context.settings.handshake_timeout)
+
+    async def refuse(self, code: ErrorCode, message: str) -> None:
+        """Best effort: the peer may already be gone."""
+        with contextlib.suppress(ConnectionError, TimeoutError, RuntimeError):
+            await self.send(error_frame(code, message))
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+            await asyncio.wait_for(self.writer.wait_closed(), CLOSE_TIMEOUT)

@@ -1,0 +1,82 @@
+"""Messages as models both ways: what krnet sends is the line the peer's model accepts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from krnet.core.model.records import JoinRequest
+from krnet.core.protocol.channel import HOST_TO_RUNNER, RUNNER_TO_HOST, Channel
+from krnet.core.protocol.messages import (
+    JOIN_FIELDS,
+    PROTOCOL_VERSION,
+    Bye,
+    Heartbeat,
+    Join,
+    Status,
+    join_fields,
+    parse_message,
+)
+from krnet.errors import ProtocolError
+from tests.protocol.peers import JOIN_MESSAGE
+
+HOST_NONCE = "9b1e6f2a4c8d0e3f5a7b9c1d2e4f6a8b"
+RUNNER_NONCE = "4d7a1c9e3b5f8a2d6c0e4b7f1a3d5c9e"
+TOKEN = "3f9c2a7e5b1d4c8a9e6f0b2d7c4a1e5f8b3d6c9a2e7f4b1d8c5a0e3f6b9c2d7a"
+REQUEST = JoinRequest("0f5e3c1a9b7d4e2f8a6c0b1d3e5f7a9c", "runner-a", "192.0.2.11", 100, 4789, 1450)
+
+
+def channels() -> tuple[Channel, Channel]:
+    runner = Channel(TOKEN, HOST_NONCE, RUNNER_NONCE, RUNNER_TO_HOST)
+    return runner, Channel(TOKEN, HOST_NONCE, RUNNER_NONCE, HOST_TO_RUNNER)
+
+
+def test_every_field_of_the_records_join_request_travels_in_join() -> None:
+    assert {field.name for field in dataclasses.fields(JoinRequest)} == JOIN_FIELDS
+    assert set(Join.model_fields) >= JOIN_FIELDS
+
+
+def test_a_join_made_from_a_request_gives_the_request_back() -> None:
+    runner, host = channels()
+    first = {"version": PROTOCOL_VERSION, "nonce": RUNNER_NONCE, **join_fields(REQUEST)}
+    obj = json.loads(runner.sign(Join, **first))
+    host.check(obj, sequenced=False)
+    join = parse_message(obj, (Join,))
+    assert isinstance(join, Join) and join.request() == REQUEST
+
+
+def test_the_documented_join_is_what_sign_sends() -> None:
+    """Byte for byte the line of docs/protocol.md: type first, the fields in order, then mac."""
+    runner, _ = channels()
+    first = {"version": PROTOCOL_VERSION, "nonce": RUNNER_NONCE, **join_fields(REQUEST)}
+    line = runner.sign(Join, **first)
+    assert line == (
+        b'{"type":"join","version":1,"nonce":"4d7a1c9e3b5f8a2d6c0e4b7f1a3d5c9e",'
+        b'"identity":"0f5e3c1a9b7d4e2f8a6c0b1d3e5f7a9c","hostname":"runner-a",'
+        b'"physical_ip":"192.0.2.11","vxlan_id":100,"vxlan_port":4789,"mtu":1450,'
+        b'"mac":"ecadfa389adc0f9bfc21d2abd7fb6050f136914fcd306851eb9d063889203bbe"}\n'
+    )
+
+
+def test_sign_numbers_every_message_after_the_first() -> None:
+    _, host = channels()
+    status = json.loads(host.sign(Status, status={"mode": "host"}, more=False))
+    bye = json.loads(host.sign(Bye))
+    assert list(status) == ["type", "status", "more", "seq", "mac"]
+    assert (status["seq"], bye["seq"]) == (1, 2)
+    assert isinstance(parse_message(bye, (Bye,)), Bye)
+
+
+def test_sign_refuses_a_message_the_peer_would_refuse() -> None:
+    runner, _ = channels()
+    with pytest.raises(ProtocolError) as caught:
+        runner.sign(Heartbeat, applied=None, observed={"x": "y" * 20_000})
+    assert caught.value.code == "internal" and "observed" in str(caught.value)
+    assert runner.sent_seq == 1  # the seq is spent; nothing was written
+
+
+def test_the_peers_join_fixture_parses_as_the_model() -> None:
+    join = parse_message(JOIN_MESSAGE, (Join,))
+    assert isinstance(join, Join) and join.request().hostname == "runner-1"
