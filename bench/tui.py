@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from krnet.core.model.plan import runner_id_from_tunnel  # noqa: E402
-from krnet.core.observe.snapshot import NodeSnapshot  # noqa: E402
-from krnet.core.observe.snapshot_json import load_file  # noqa: E402
+from krnet.core.model.snapshot import NodeSnapshot  # noqa: E402
+from krnet.core.model.snapshot_json import load_file  # noqa: E402
 from krnet.tui.app import VIEW_IDS, KrnetApp  # noqa: E402
 from krnet.tui.model import ViewData, ViewModel  # noqa: E402
 

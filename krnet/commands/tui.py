@@ -11,7 +11,7 @@ from krnet.errors import KrnetError, UsageError
 
 if TYPE_CHECKING:
     from krnet.core.model.settings import LoadedSettings
-    from krnet.core.observe.snapshot import NodeSnapshot
+    from krnet.core.model.snapshot import NodeSnapshot
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,9 +10,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from krnet.core.model.snapshot import NodeSnapshot
 from krnet.core.observe.diagnose.check import Check, Status
 from krnet.core.observe.diagnose.engine import diagnose, runner_health, runner_mismatches
-from krnet.core.observe.snapshot import NodeSnapshot
 
 SnapshotSource = Callable[[], NodeSnapshot]
 HISTORY = 30  # rate samples kept per link for the sparklines

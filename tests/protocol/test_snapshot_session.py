@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from krnet.core.model.records import JoinRequest
-from krnet.core.observe.snapshot import NodeSnapshot
-from krnet.core.observe.snapshot_json import loads
+from krnet.core.model.snapshot import NodeSnapshot
+from krnet.core.model.snapshot_json import loads
 from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, new_nonce
 from krnet.core.protocol.client import MAX_SNAPSHOT, request_snapshot
 from krnet.core.protocol.framing import MAX_LINE, encode_frame, read_frame, split_snapshot

@@ -11,8 +11,8 @@ from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from krnet.core.observe.snapshot import NodeSnapshot
-from krnet.core.observe.snapshot_json import load_file
+from krnet.core.model.snapshot import NodeSnapshot
+from krnet.core.model.snapshot_json import load_file
 from krnet.tui.app import KrnetApp
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots"

@@ -10,7 +10,7 @@ import pytest
 from textual.message import Message
 from textual.widgets import DataTable, Input, TabbedContent
 
-from krnet.core.observe.snapshot import NodeSnapshot
+from krnet.core.model.snapshot import NodeSnapshot
 from krnet.errors import KrnetError
 from krnet.tui.app import VIEW_IDS, GatherFailed, KrnetApp, SnapshotReady
 from krnet.tui.help import HelpScreen

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from krnet.core.model.node_state import ProbeResult
+from krnet.core.model.snapshot import NodeSnapshot
+from krnet.core.model.snapshot_json import load_file
 from krnet.core.observe.diagnose.engine import (
     FAIL,
     PASS,
@@ -20,8 +22,6 @@ from krnet.core.observe.diagnose.engine import (
     runner_mismatches,
     worst_first,
 )
-from krnet.core.observe.snapshot import NodeSnapshot
-from krnet.core.observe.snapshot_json import load_file
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots"
 

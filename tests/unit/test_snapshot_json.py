@@ -22,8 +22,8 @@ from krnet.core.model.node_state import (
 )
 from krnet.core.model.records import EventRecord, RunnerRecord
 from krnet.core.model.settings import Settings
-from krnet.core.observe.snapshot import NodeSnapshot
-from krnet.core.observe.snapshot_json import (
+from krnet.core.model.snapshot import NodeSnapshot
+from krnet.core.model.snapshot_json import (
     dumps,
     load_file,
     loads,

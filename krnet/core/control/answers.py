@@ -58,8 +58,8 @@ def _snapshot_text(context: HostContext) -> str:
     Gathered off the loop (netlink, iptables-save and Docker are blocking).
     """
     from krnet.core.model.settings import LoadedSettings
+    from krnet.core.model.snapshot_json import snapshot_to_json
     from krnet.core.observe.gather import gather_snapshot
-    from krnet.core.observe.snapshot_json import snapshot_to_json
 
     settings = replace(context.settings, join_token=None)
     loaded = LoadedSettings(settings, data_dir=context.record.store.path.parent)

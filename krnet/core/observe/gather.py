@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, TypeVar
 from krnet.core.model.node_state import DockerState, LinkInfo, ProbeResult, RouteInfo, RuleInfo
 from krnet.core.model.plan import RUNNER_TUNNEL, runner_id_from_tunnel
 from krnet.core.model.records import ACTIVE, EventRecord, RunnerRecord
+from krnet.core.model.snapshot import NodeSnapshot
 from krnet.core.observe.diagnose.check import ip_of
-from krnet.core.observe.snapshot import NodeSnapshot
 from krnet.errors import KrnetError, StoreError
 
 if TYPE_CHECKING:

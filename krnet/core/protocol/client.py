@@ -31,7 +31,7 @@ from krnet.errors import KrnetError, ProtocolError, UsageError
 
 if TYPE_CHECKING:
     from krnet.core.model.settings import Settings
-    from krnet.core.observe.snapshot import NodeSnapshot
+    from krnet.core.model.snapshot import NodeSnapshot
 
 MessageT = TypeVar("MessageT", bound=Message)
 T = TypeVar("T")
@@ -160,7 +160,7 @@ async def _receive_status(connection: HostConnection) -> dict[str, object]:
 
 async def _receive_snapshot(connection: HostConnection) -> NodeSnapshot:
     """The `snapshot` slices joined and decoded; refused past MAX_SNAPSHOT characters."""
-    from krnet.core.observe.snapshot_json import loads
+    from krnet.core.model.snapshot_json import loads
 
     slices: list[str] = []
     size, more = 0, True

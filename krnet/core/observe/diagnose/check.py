@@ -12,7 +12,7 @@ from krnet.core.model.node_state import LinkInfo
 from krnet.core.model.plan import RUNNER_TUNNEL, OverlayPlan, runner_id_from_tunnel, tunnel_name
 from krnet.core.model.records import RunnerRecord
 from krnet.core.model.settings import Settings
-from krnet.core.observe.snapshot import NodeSnapshot
+from krnet.core.model.snapshot import NodeSnapshot
 
 Status = Literal["pass", "warn", "fail"]
 PASS: Status = "pass"

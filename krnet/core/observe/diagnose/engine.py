@@ -13,6 +13,7 @@ from ipaddress import AddressValueError, IPv4Address
 from krnet.core.model.must_match import differences
 from krnet.core.model.node_state import ProbeResult
 from krnet.core.model.plan import RUNNER_TUNNEL, VXLAN_OVERHEAD
+from krnet.core.model.snapshot import NodeSnapshot
 from krnet.core.observe.diagnose.check import (
     FAIL,
     PASS,
@@ -30,7 +31,6 @@ from krnet.core.observe.diagnose.mtu import check_link_mtu, check_underlay_mtu
 from krnet.core.observe.diagnose.routing import check_routes, check_rp_filter
 from krnet.core.observe.diagnose.tunnels import check_tunnels
 from krnet.core.observe.diagnose.vni_map import check_vni_map
-from krnet.core.observe.snapshot import NodeSnapshot
 
 __all__ = ["FAIL", "PASS", "WARN", "Check", "Status", "diagnose", "runner_mismatches"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from krnet.core.model.codec import decode_dataclass, encode
-from krnet.core.observe.snapshot import NodeSnapshot
+from krnet.core.model.snapshot import NodeSnapshot
 
 FORMAT_VERSION = 1
 
