@@ -30,9 +30,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_privileged("ip", "nsenter", "unshare", "iptables", "dockerd", "docker", "busybox")
     with Cluster(tmp_path_factory.mktemp("release"), runners=2) as built:
         built.start_all()
-        built.wait_for_runners()
-        for index, runner in enumerate(built.nodes, start=1):
-            built.run_container(runner, f"c{index}")
+        proofs.runners_joined(built)
+        proofs.start_containers(built)  # c1 on runner 1, c2 on runner 2
         yield built
 
 
