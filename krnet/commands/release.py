@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from pydantic import JsonValue
@@ -19,10 +20,16 @@ from krnet.core.protocol.messages import ReleasedRunner
 from krnet.errors import UsageError
 
 ANY_ADDRESS = {"", "0.0.0.0", "::"}
+RUNNER = re.compile(r"[!-~]{1,253}")  # what a hostname on the wire may be (an id is one too)
 
 
 def run_release(args: argparse.Namespace) -> int:
     """`node release RUNNER [--force]`: one runner, by id or hostname."""
+    if not RUNNER.fullmatch(args.runner):
+        raise UsageError(
+            f"RUNNER {args.runner!r} is neither a runner id nor a hostname: name one that "
+            "`krnet node overlay` lists"
+        )
     fields: dict[str, JsonValue] = {"runner": args.runner, "force": args.force}
     what = f"runner {args.runner}"
     return _run(args, fields, what, nothing=f"{what}: nothing released")

@@ -157,6 +157,18 @@ async def test_prune_older_than_releases_only_runners_silent_that_long(
     assert ids(host) == [3]
 
 
+async def test_a_prune_of_more_runners_than_one_line_holds_comes_in_parts(
+    start_host: StartHost,
+) -> None:
+    clock = Clock()
+    host = await start_host(clock=clock, runner_timeout=30.0)
+    for index in range(60):
+        await join_once(host.port, hostname=f"runner-{index:02d}-" + "h" * 200)
+    clock.advance(minutes=5)
+    released = await release(host, prune=True)
+    assert [r.runner_id for r in released] == list(range(1, 61)) and ids(host) == []
+
+
 async def test_dry_run_changes_nothing(start_host: StartHost) -> None:
     host, _ = await two_inactive(start_host)
     planned = await release(host, prune=True, dry_run=True)
@@ -240,6 +252,7 @@ async def test_release_command_prints_what_it_did_and_json_lists_it(
         (["release", "1"], "krnet: release frees the ids, tunnels and guard entries of runner 1:"),
         (["prune"], "krnet: prune frees the ids, tunnels and guard entries of every inactive"),
         (["prune", "--yes", "--older-than", "3x"], "krnet: --older-than '3x' is not a duration"),
+        (["release", "two words", "--yes"], "krnet: RUNNER 'two words' is neither a runner id"),
     ],
 )
 async def test_commands_refuse_bad_input_with_one_line_and_exit_2(

@@ -41,5 +41,11 @@ def test_format_and_parse_round_trip(seconds: int) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
 
 
+def test_a_duration_beyond_a_century_is_refused() -> None:
+    assert parse_duration("5200w") == 5200 * 604_800
+    with pytest.raises(UsageError, match="longer than 100 years"):
+        parse_duration("99999999999999d")
+
+
 def test_units_are_the_documented_ones() -> None:
     assert set(UNITS) == {"s", "m", "h", "d", "w"}

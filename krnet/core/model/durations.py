@@ -7,6 +7,7 @@ import re
 from krnet.errors import UsageError
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+MAX_DURATION = 100 * 365 * 86_400  # seconds; beyond any runner's life, and a timedelta's range
 _PART = re.compile(r"(\d+)([smhdw])")
 
 
@@ -19,7 +20,10 @@ def parse_duration(text: str, option: str = "--older-than") -> float:
             f"{option} {text!r} is not a duration: give a number and a unit (s, m, h, d, w), "
             "e.g. 30m, 12h or 7d"
         )
-    return float(sum(int(number) * UNITS[unit] for number, unit in parts))
+    seconds = sum(int(number) * UNITS[unit] for number, unit in parts)
+    if seconds > MAX_DURATION:
+        raise UsageError(f"{option} {text!r} is longer than 100 years: give a shorter duration")
+    return float(seconds)
 
 
 def format_duration(seconds: float) -> str:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from krnet.core.model.durations import MAX_DURATION
 from krnet.core.model.records import JoinRequest
 from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
 from krnet.errors import ErrorCode, ProtocolError
@@ -110,7 +111,7 @@ class ReleaseRequest(Message):
     nonce: Nonce
     runner: Hostname | None = None  # a runner id ("2") or a hostname
     prune: bool = False  # every inactive runner (silent for older_than seconds, if given)
-    older_than: Annotated[float, Field(ge=0)] | None = None
+    older_than: Annotated[float, Field(ge=0, le=MAX_DURATION)] | None = None
     force: bool = False  # release `runner` even when it is active
     dry_run: bool = False  # answer what would be released; change nothing
     mac: Mac
