@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     tui = commands.add_parser("tui", help="live terminal UI of this node or a remote host")
     tui.add_argument("--connect", metavar="HOST[:PORT]", help="a remote host's join port")
 
-    node = commands.add_parser("node", help="node status")
+    node = commands.add_parser("node", help="node status; releasing runners (on the host)")
     node_commands = node.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     overlay = node_commands.add_parser("overlay", help="overlay allocations and status")
     overlay.add_argument("--json", action="store_true", help="one JSON object (docs/design.md)")
@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for releasing in (release, prune):
         releasing.add_argument("--yes", action="store_true", help="do it without asking")
-        releasing.add_argument("--json", action="store_true", help='{"released": [...]}')
+        releasing.add_argument(
+            "--json", action="store_true", help='print {"released": [...]} (docs/design.md)'
+        )
         releasing.add_argument(
             "--connect", metavar="HOST[:PORT]", help="a remote host (with the cluster's token)"
         )

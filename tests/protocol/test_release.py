@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +27,7 @@ from tests.protocol.peers import (
     TOKEN,
     RunningHost,
     StartHost,
+    child_environment,
     connect,
     free_port,
     join,
@@ -268,6 +272,36 @@ async def test_commands_refuse_bad_input_with_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith(line) and err.count("\n") == 1, err
     assert ids(host) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("answer", "left"), [("n", [1, 2]), ("y", [])])
+async def test_on_a_terminal_they_list_what_they_would_release_and_ask(
+    start_host: StartHost, tmp_path: Path, answer: str, left: list[int]
+) -> None:
+    """A real pseudo-terminal on stdin, as an operator's shell gives it."""
+    host, _ = await two_inactive(start_host)
+    config = host_config(tmp_path, host.port)
+    primary, secondary = pty.openpty()
+    argv = [sys.executable, "-m", "krnet", "--config", str(config), "--data-dir", str(tmp_path)]
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        "node",
+        "prune",
+        stdin=secondary,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_environment(tmp_path),
+    )
+    os.close(secondary)
+    os.write(primary, f"{answer}\n".encode())
+    out, err = await process.communicate()
+    os.close(primary)
+    text = out.decode()
+    assert process.returncode == 0, err.decode()
+    assert "  runner 1 (runner-a, 127.0.0.1, inactive" in text
+    assert "Release these 2 runner(s) on 127.0.0.1:" in text
+    assert ("nothing released" in text) == (answer == "n")
+    assert ids(host) == left
 
 
 async def test_commands_say_when_no_host_runs_here(
