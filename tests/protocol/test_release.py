@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from krnet.cli import main
+from krnet.core.control.planes import NullHostDataPlane
 from krnet.core.protocol.client import request_release
 from krnet.core.protocol.framing import read_frame
 from krnet.core.protocol.messages import HeartbeatAck, ReleasedRunner
-from krnet.errors import ProtocolError
+from krnet.errors import KernelError, ProtocolError
 from tests.protocol.peers import (
     TOKEN,
     RunningHost,
@@ -99,6 +100,28 @@ async def test_release_by_hostname(start_host: StartHost) -> None:
     host, _ = await two_inactive(start_host)
     assert [r.runner_id for r in await release(host, runner="runner-a")] == [1]
     assert ids(host) == [2]
+
+
+class UnremovablePlane(NullHostDataPlane):
+    """A kernel that refuses to delete links (the mock: a real one cannot be made to fail)."""
+
+    def runner_gone(self, runner_id: int) -> None:
+        super().runner_gone(runner_id)
+        raise KernelError(f"delete vxkr{runner_id}: Operation not permitted\x1b[31m (test)")
+
+
+async def test_a_failed_removal_is_reported_and_the_release_stands(
+    start_host: StartHost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = Clock()
+    host = await start_host(clock=clock, dataplane=UnremovablePlane())
+    await join_once(host.port, hostname="runner-a")
+    clock.advance(minutes=5)
+    assert await krnet(tmp_path, host.port, "node", "release", "1", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "removing vxkr1 failed (delete vxkr1: Operation not permitted?[31m (test))" in out
+    assert "the host's next reconcile removes it" in out and "\x1b" not in out
+    assert ids(host) == [] and kinds(host)[-2:] == ["release", "tunnel_failed"]
 
 
 async def test_a_released_runner_that_comes_back_is_new(start_host: StartHost) -> None:
