@@ -21,6 +21,8 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("serve",): "serve:run",
     ("tui",): "tui:run",
     ("node", "overlay"): "status:run_node_overlay",
+    ("node", "release"): "release:run_release",
+    ("node", "prune"): "release:run_prune",
     ("doctor",): "doctor:run",
     ("config", "show"): "setup:run_config_show",
     ("token",): "setup:run_token",
@@ -67,11 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
     tui = commands.add_parser("tui", help="live terminal UI of this node or a remote host")
     tui.add_argument("--connect", metavar="HOST[:PORT]", help="a remote host's join port")
 
-    node = commands.add_parser("node", help="node status")
+    node = commands.add_parser("node", help="node status; releasing runners (on the host)")
     node_commands = node.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     overlay = node_commands.add_parser("overlay", help="overlay allocations and status")
     overlay.add_argument("--json", action="store_true", help="one JSON object (docs/design.md)")
     overlay.add_argument("--connect", metavar="HOST[:PORT]", help="ask a remote host instead")
+    release = node_commands.add_parser(
+        "release", help="free one runner's id, tunnel and guard entry now (on the running host)"
+    )
+    release.add_argument("runner", metavar="RUNNER", help="a runner id or hostname")
+    release.add_argument("--force", action="store_true", help="even when the runner is active")
+    prune = node_commands.add_parser("prune", help="release every inactive runner now")
+    prune.add_argument(
+        "--older-than", metavar="DURATION", help="only those silent this long (30m, 12h, 7d)"
+    )
+    for releasing in (release, prune):
+        releasing.add_argument("--yes", action="store_true", help="do it without asking")
+        releasing.add_argument(
+            "--json", action="store_true", help='print {"released": [...]} (docs/design.md)'
+        )
+        releasing.add_argument(
+            "--connect", metavar="HOST[:PORT]", help="a remote host (with the cluster's token)"
+        )
 
     doctor = commands.add_parser("doctor", help="check this node; exit 1 on any failure")
     doctor.add_argument("--json", action="store_true", help="a JSON list of checks")

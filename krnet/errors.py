@@ -53,6 +53,8 @@ ErrorCode: TypeAlias = Literal[  # the wire `error` codes (docs/protocol.md, `er
     "internal",
     "timeout",
     "busy",
+    "unknown_runner",
+    "runner_active",
 ]
 
 

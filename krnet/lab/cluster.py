@@ -238,12 +238,16 @@ class Cluster:
 
     def krnet(self, node: ClusterNode, *args: str, check: bool = True) -> str:
         """Run a krnet command on `node` and return its stdout."""
-        extra = {"DOCKER_HOST": node.docker_host} if node.docker_host else {}
-        argv = [*self.command, "--config", str(node.config), "--data-dir", str(node.data_dir)]
-        result = node.node.run([*argv, *args], env=_child_env(extra), check=False)
+        result = self.run_krnet(node, *args)
         if check and result.returncode != 0:
             raise RuntimeError(f"krnet {' '.join(args)} on {node.name} failed: {result.stderr}")
         return result.stdout
+
+    def run_krnet(self, node: ClusterNode, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a krnet command on `node`: its exit code, stdout and stderr."""
+        extra = {"DOCKER_HOST": node.docker_host} if node.docker_host else {}
+        argv = [*self.command, "--config", str(node.config), "--data-dir", str(node.data_dir)]
+        return node.node.run([*argv, *args], env=_child_env(extra), check=False)
 
     def status(self, node: ClusterNode | None = None) -> dict[str, Any]:
         """`krnet node overlay --json` on `node` (the host by default), parsed."""

@@ -120,12 +120,12 @@ def documented_blocks(language: str) -> list[list[dict[str, object]]]:
     return [[json.loads(line) for line in block.splitlines() if line] for block in blocks]
 
 
-HOST_SENDS = {"hello", "welcome", "heartbeat_ack", "bye", "status", "snapshot", "error"}
+HOST_SENDS = {"hello", "welcome", "heartbeat_ack", "bye", "status", "snapshot", "released", "error"}
 
 
 def test_documented_sessions_parse_and_verify() -> None:
     sessions = documented_blocks("jsonl")
-    assert len(sessions) == 3
+    assert len(sessions) == 4
     for session in sessions:
         hello, first, *rest = session
         host = Channel(TOKEN, str(hello["nonce"]), str(first["nonce"]), HOST_TO_RUNNER)

@@ -262,6 +262,29 @@ def test_the_guard_admits_exactly_the_joined_runners() -> None:
     assert node.journal.named("remove") == ["vxkr2"]
 
 
+def test_a_released_tunnel_left_in_the_kernel_is_removed_not_adopted() -> None:
+    """`node release` whose removal failed, or a reconcile that read the record before it."""
+    node = host(present=[tunnel("vxkr1", "192.0.2.11", 101), tunnel("vxkr2", "192.0.2.12", 102)])
+    node.plane.runner_up(record(2, "192.0.2.12"), allocation(2))
+    node.plane.runner_gone(2)
+    node.plane.reconcile([record(1, "192.0.2.11"), record(2, "192.0.2.12")])  # a stale read
+    assert node.events.adoptions == []
+    assert [name for name, _ in node.journal.named("vxlan")] == ["vxkr2", "vxkr1"]  # join, pass
+    assert node.journal.named("remove") == ["vxkr2", "vxkr2"]  # at once, and again by reconcile
+    assert last_firewall(node.journal).guard_peers == ("192.0.2.11",)
+
+
+def test_ids_released_before_a_restart_are_not_adopted_and_a_new_join_clears_them() -> None:
+    node = host(present=[tunnel("vxkr3", "192.0.2.13", 103)])
+    node.plane.released([3])
+    node.plane.reconcile([])
+    assert (node.events.adoptions, node.journal.named("remove")) == ([], ["vxkr3"])
+    node.plane.runner_up(record(3, "192.0.2.33"), allocation(3))  # a new runner gets id 3
+    node.plane.reconcile([record(3, "192.0.2.33")])
+    assert last_firewall(node.journal).guard_peers == ("192.0.2.33",)
+    assert node.journal.named("remove") == ["vxkr3"]
+
+
 def test_a_join_reads_and_builds_only_its_own_tunnel() -> None:
     node = host()
     node.journal.changes["vxlan"] = ["vxkr2: created (VNI 102)"]

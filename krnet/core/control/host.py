@@ -61,6 +61,9 @@ class HostService:
 
     async def start(self) -> None:
         """Reconcile the data plane with the record, then listen and start the timers."""
+        released = await self.context.record.run(self.store.released_ids)
+        if released:
+            self.context.dataplane.released(released)
         await self._reconcile()
         bind, port = self.settings.join_bind, self.settings.join_port
         try:

@@ -34,6 +34,9 @@ class HostDataPlane(Protocol):
     def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
         """Converge the kernel on the record; called at start and every reconcile_interval."""
 
+    def released(self, runner_ids: Sequence[int]) -> None:
+        """Ids released by hand before this start: their tunnels are removed, never adopted."""
+
     def probe(self, runner_ids: Sequence[int]) -> None:
         """One DF probe round through these runners' tunnels, published for status and doctor."""
 
@@ -63,6 +66,9 @@ class NullHostDataPlane:
 
     def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
         self.calls.append(("reconcile", [runner.runner_id for runner in runners]))
+
+    def released(self, runner_ids: Sequence[int]) -> None:
+        self.calls.append(("released", list(runner_ids)))
 
     def probe(self, runner_ids: Sequence[int]) -> None:
         self.calls.append(("probe", list(runner_ids)))

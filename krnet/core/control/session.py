@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from krnet import __version__
 from krnet.core.control.answers import answer_status
+from krnet.core.control.release import answer_release
 from krnet.core.model.must_match import differences
 from krnet.core.model.plan import tunnel_name
 from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, new_nonce
@@ -27,6 +28,7 @@ from krnet.core.protocol.messages import (
     Hello,
     Join,
     Leave,
+    ReleaseRequest,
     StatusRequest,
     Welcome,
     applied_of,
@@ -120,12 +122,15 @@ class JoinSession:
         if isinstance(first, StatusRequest):
             await answer_status(self.context, self.channel, self.send, snapshot=first.snapshot)
             return
+        if isinstance(first, ReleaseRequest):
+            await answer_release(self.context, self.channel, self.send, first)
+            return
         host_ip = self.context.reachable_address(self.writer.get_extra_info("sockname"))
         runner, allocation = await self._admit(first, host_ip)
         await self.send(self.channel.sign(Welcome, **allocation.model_dump()))
         await self._follow(runner, host_ip)
 
-    async def _authenticate(self) -> Join | StatusRequest | None:
+    async def _authenticate(self) -> Join | StatusRequest | ReleaseRequest | None:
         """Greet, read the first message and check its MAC; None when the peer hangs up."""
         host_nonce = new_nonce()
         timeout = self.context.settings.handshake_timeout
@@ -142,8 +147,8 @@ class JoinSession:
             ) from None
         if obj is None:
             return None
-        first = parse_message(obj, (Join, StatusRequest))
-        assert isinstance(first, Join | StatusRequest)
+        first = parse_message(obj, (Join, StatusRequest, ReleaseRequest))
+        assert isinstance(first, Join | StatusRequest | ReleaseRequest)
         self._channel = Channel(self.context.token, host_nonce, first.nonce, HOST_TO_RUNNER)
         self._channel.check(obj, sequenced=False)
         return first

@@ -65,6 +65,7 @@ class HostPlane:
         self._configured_local = _usable_local(settings.host_reachable_address)
         self._learned_local: str | None = None
         self._peers: dict[int, str] = {}
+        self._released: set[int] = set()  # ids the record freed: removed, never adopted back
         self._lock = threading.Lock()  # one writer at a time: joins and reconcile both land here
         self._probes = probe.ProbeBook()
 
@@ -76,6 +77,7 @@ class HostPlane:
             if _usable_local(allocation.host_physical_ip):
                 self._learned_local = allocation.host_physical_ip
             self._peers[runner.runner_id] = runner.physical_ip
+            self._released.discard(runner.runner_id)
             with self.kernel.session([HOST_DEVICE, tunnel_name(runner.runner_id)]) as links:
                 changes = self._ensure_base(links)
                 changes += self._ensure_tunnel(links, runner.runner_id, runner.physical_ip)
@@ -86,11 +88,17 @@ class HostPlane:
         """Remove a runner's tunnel after `leave` or when its id is reclaimed for another."""
         with self._lock:
             self._peers.pop(runner_id, None)
+            self._released.add(runner_id)  # a failed removal or a stale reconcile: no adoption
             tunnel = tunnel_name(runner_id)
             with self.kernel.session([tunnel]) as links:
                 changes = links.remove_link(tunnel)
             changes += self._ensure_firewall()
             self._report(changes, runner_id)
+
+    def released(self, runner_ids: Sequence[int]) -> None:
+        """Ids the record freed before this process started: reconcile removes their tunnels."""
+        with self._lock:
+            self._released.update(set(runner_ids) - set(self._peers))
 
     def probe(self, runner_ids: Sequence[int]) -> None:
         """A DF echo at the full overlay MTU (and a small one) through each tunnel, published
@@ -106,9 +114,11 @@ class HostPlane:
     def reconcile(self, runners: Sequence[RunnerRecord]) -> None:
         """Make kernel and record agree: recreate lost tunnels, adopt unknown ones, fix drift."""
         with self._lock:
-            known = {runner.runner_id: runner for runner in runners}
+            # a record read before a release finished must not bring the tunnel back
+            known = {r.runner_id: r for r in runners if r.runner_id not in self._released}
             with self.kernel.session() as links:
                 changes = self._ensure_base(links)
+                changes += self._remove_released(links)
                 for runner_id, record in sorted(known.items()):
                     changes += self._ensure_tunnel(links, runner_id, record.physical_ip)
                 adopted = self._adopt_unknown_tunnels(links.links, known)
@@ -141,6 +151,15 @@ class HostPlane:
             mac=stable_mac(HOST_ROLE, addresses.vni),
         )
 
+    def _remove_released(self, links: LinkSession) -> list[str]:
+        """Tunnels of released ids still in the kernel (a removal that failed, a race)."""
+        changes: list[str] = []
+        for runner_id in sorted(self._released):
+            name = tunnel_name(runner_id)
+            if name in links.links:
+                changes += links.remove_link(name)
+        return changes
+
     def _adopt_unknown_tunnels(
         self, links: Mapping[str, LinkInfo], known: dict[int, RunnerRecord]
     ) -> dict[int, str]:
@@ -148,7 +167,9 @@ class HostPlane:
         adopted: dict[int, str] = {}
         for name, link in links.items():
             runner_id = runner_id_from_tunnel(name)
-            if runner_id is None or runner_id in known or link.vxlan is None:
+            if runner_id is None or runner_id in known or runner_id in self._released:
+                continue
+            if link.vxlan is None:
                 continue
             if runner_id > self.plan.max_runners or not link.vxlan.remote:
                 continue

@@ -21,6 +21,9 @@ from krnet.core.protocol.messages import (
     Error,
     Hello,
     Message,
+    Released,
+    ReleasedRunner,
+    ReleaseRequest,
     Snapshot,
     Status,
     StatusRequest,
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 MessageT = TypeVar("MessageT", bound=Message)
 T = TypeVar("T")
 MAX_SNAPSHOT = 16 * 2**20  # characters of snapshot text a client takes from one host
+INPUT_REFUSALS = ("unknown_runner", "runner_active")  # the host refused what the user asked
 
 
 class HostConnection:
@@ -144,6 +148,24 @@ async def request_snapshot(
         await connection.close()
 
 
+async def request_release(
+    host: str, port: int, token: str, timeout: float, fields: dict[str, JsonValue]
+) -> list[ReleasedRunner]:
+    """Ask the host to release runners (`release_request` of `fields`); what it released."""
+    connection = await HostConnection.open(host, port, token, timeout)
+    try:
+        await connection.send_message(ReleaseRequest, **fields)
+        released: list[ReleasedRunner] = []
+        more = True
+        while more:
+            part = await connection.receive(Released)
+            released += part.runners
+            more = part.more
+        return released
+    finally:
+        await connection.close()
+
+
 async def _receive_status(connection: HostConnection) -> dict[str, object]:
     """The `status` parts, their runners joined (the object `krnet node overlay --json` prints)."""
     status: JsonObject = {}
@@ -216,11 +238,24 @@ def fetch_remote_snapshot(
     return _fetch(address, settings, data_dir, request_snapshot)
 
 
+def release_on_host(
+    address: str, settings: Settings, data_dir: Path, fields: dict[str, JsonValue], *, here: bool
+) -> list[ReleasedRunner]:
+    """`release_request` to the host at HOST[:PORT] (`here`: this node's own running host)."""
+
+    async def request(host: str, port: int, token: str, timeout: float) -> list[ReleasedRunner]:
+        return await request_release(host, port, token, timeout, fields)
+
+    return _fetch(address, settings, data_dir, request, here=here)
+
+
 def _fetch(
     address: str,
     settings: Settings,
     data_dir: Path,
     request: Callable[[str, int, str, float], Coroutine[object, None, T]],
+    *,
+    here: bool = False,
 ) -> T:
     """Run one request against HOST[:PORT]; failures become one line naming the host."""
     from krnet.core.protocol.token import read_token
@@ -230,8 +265,15 @@ def _fetch(
     try:
         return asyncio.run(request(host, port, token, settings.handshake_timeout))
     except ProtocolError as exc:
+        if exc.code in INPUT_REFUSALS:
+            raise UsageError(str(exc)) from None
         raise KrnetError(f"{host}:{port}: {exc}") from None
     except (OSError, TimeoutError) as exc:
+        if here and isinstance(exc, ConnectionRefusedError):
+            raise KrnetError(
+                f"no krnet host is running on this node: nothing listens on {host}:{port} "
+                "(join_port); start `krnet serve` (it owns the record and the kernel)"
+            ) from None
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
         raise KrnetError(
             f"cannot reach the host at {host}:{port} ({reason}): check the address and port "

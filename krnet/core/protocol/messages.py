@@ -21,8 +21,10 @@ from pydantic import (
     JsonValue,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
+from krnet.core.model.durations import MAX_DURATION
 from krnet.core.model.records import JoinRequest
 from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
 from krnet.errors import ErrorCode, ProtocolError
@@ -98,6 +100,52 @@ class StatusRequest(Message):
     version: int
     nonce: Nonce
     snapshot: bool = False  # also send the node's whole snapshot after the status
+    mac: Mac
+
+
+class ReleaseRequest(Message):
+    """`krnet node release` (one `runner`) or `node prune` (`prune`): free ids by hand."""
+
+    type: Literal["release_request"]
+    version: int
+    nonce: Nonce
+    runner: Hostname | None = None  # a runner id ("2") or a hostname
+    prune: bool = False  # every inactive runner (silent for older_than seconds, if given)
+    older_than: Annotated[float, Field(ge=0, le=MAX_DURATION)] | None = None
+    force: bool = False  # release `runner` even when it is active
+    dry_run: bool = False  # answer what would be released; change nothing
+    mac: Mac
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> ReleaseRequest:
+        if (self.runner is None) == (not self.prune):
+            raise ValueError("give either runner or prune, not both or neither")
+        if self.older_than is not None and not self.prune:
+            raise ValueError("older_than goes with prune")
+        if self.force and self.prune:
+            raise ValueError("force goes with runner (prune releases inactive runners only)")
+        return self
+
+
+class ReleasedRunner(Message):
+    """A runner a release freed (or, with dry_run, would free): its record as it was."""
+
+    runner_id: RunnerId
+    hostname: Hostname
+    physical_ip: Ipv4
+    status: Literal["active", "inactive"]
+    last_seen: Annotated[str, StringConstraints(pattern=r"^[0-9T:Z-]{20}$")]  # ISO 8601 UTC
+    tunnel_error: Annotated[str, StringConstraints(pattern=r"^[ -~]{0,500}$")] | None = None
+
+
+class Released(Message):
+    """The host's answer to a release_request, cut in parts (`more`) like `status`."""
+
+    type: Literal["released"]
+    runners: list[ReleasedRunner]
+    dry_run: bool
+    more: bool
+    seq: Seq
     mac: Mac
 
 
@@ -209,6 +257,8 @@ MESSAGES: dict[str, type[Message]] = {  # by the `type` field
     "hello": Hello,
     "join": Join,
     "status_request": StatusRequest,
+    "release_request": ReleaseRequest,
+    "released": Released,
     "welcome": Welcome,
     "heartbeat": Heartbeat,
     "heartbeat_ack": HeartbeatAck,

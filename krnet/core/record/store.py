@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from krnet.core.model.allocator import choose_runner_id
 from krnet.core.model.plan import OverlayPlan
@@ -41,6 +41,7 @@ from krnet.core.record.tables import EventRow, RunnerRow
 from krnet.errors import StoreError
 
 _EVENT_KINDS = {"new": "join", "returning": "rejoin", "reclaimed": "reclaim"}
+RELEASE_EVENT = "release"  # `krnet node release|prune` freed the id
 
 
 class Store:
@@ -168,6 +169,46 @@ class Store:
             message = f"runner {runner_id} ({row.hostname}) left; id {runner_id} is free"
             _log(session, datetime.now(UTC), "leave", message, runner_id)
             return record
+
+    def release_by_hand(
+        self, runner: RunnerRecord, *, force: bool, now: datetime, why: str
+    ) -> RunnerRecord | None:
+        """Delete `runner`'s record for `krnet node release|prune`, with one `release` event,
+        if it is still that runner and (unless `force`) not heard from since; None else."""
+        with self._session(write=True) as session:
+            row = session.get(RunnerRow, runner.runner_id)
+            current = None if row is None else _record(row)
+            if current is None or (current.identity, current.first_seen) != (
+                runner.identity,
+                runner.first_seen,
+            ):
+                return None
+            if not force and current.last_seen != runner.last_seen:
+                return None
+            session.delete(row)
+            who = f"runner {current.runner_id} ({current.hostname}, {current.physical_ip})"
+            message = f"{who} released by hand ({why}); id {current.runner_id} is free"
+            _log(session, now, RELEASE_EVENT, message, current.runner_id)
+            return current
+
+    def released_ids(self) -> list[int]:
+        """Ids released by hand and not held since: their latest join, adopt or release event
+        is a release and no record holds them (their tunnels must not be adopted back)."""
+        lifecycle = [RELEASE_EVENT, "leave", "adopt", *_EVENT_KINDS.values()]
+        with self._session() as session:
+            latest = (
+                select(col(EventRow.runner_id), func.max(col(EventRow.id)).label("last"))
+                .where(col(EventRow.kind).in_(lifecycle), col(EventRow.runner_id).is_not(None))
+                .group_by(col(EventRow.runner_id))
+                .subquery()
+            )
+            rows = session.exec(
+                select(EventRow.runner_id)
+                .join(latest, col(EventRow.id) == latest.c.last)
+                .where(EventRow.kind == RELEASE_EVENT)
+            ).all()
+            held = set(session.exec(select(RunnerRow.runner_id)).all())
+            return sorted(rid for rid in rows if rid is not None and rid not in held)
 
     def adopt(
         self,
