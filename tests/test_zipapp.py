@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sqlite3
 import subprocess
 import sys
@@ -56,9 +57,47 @@ def krnet(
     )
 
 
-def test_version_is_the_package_version(zipapp_env: dict[str, str], tmp_path: Path) -> None:
+def test_version_names_the_release_this_interpreter_and_every_target_carried(
+    zipapp_env: dict[str, str], tmp_path: Path
+) -> None:
     result = krnet(zipapp_env, tmp_path, "--version")
-    assert (result.returncode, result.stdout) == (0, f"krnet {__version__}\n"), result.stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        f"krnet {__version__} on CPython {platform.python_version()}, Linux {platform.machine()}, "
+    )
+    assert result.stdout.endswith(
+        "; carries CPython 3.10 3.11 3.12 3.13 3.14 on x86_64, aarch64 (glibc 2.17 or newer)\n"
+    )
+    assert result.stdout.count("\n") == 1
+
+
+# Interpreters this machine has that the zipapp does not serve (pyenv keeps old ones).
+OLD_PYTHONS = sorted(Path("/root/.pyenv/versions").glob("3.[789].*/bin/python"))
+
+
+@pytest.mark.parametrize("python", OLD_PYTHONS, ids=lambda path: path.parts[-3])
+def test_an_interpreter_it_does_not_serve_gets_one_line_and_exit_code_2(
+    zipapp_env: dict[str, str], tmp_path: Path, python: Path
+) -> None:
+    """Python 3.7 to 3.9: what was found, what is needed, what to do; no traceback."""
+    version = python.parts[-3]
+    for args in (["--version"], ["node", "overlay", "--json"], ["serve"]):
+        result = subprocess.run(
+            [str(python), "-S", str(ZIPAPP), *args],
+            cwd=tmp_path,
+            env=zipapp_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (result.returncode, result.stdout) == (2, ""), result.stderr
+        assert result.stderr == (
+            f"krnet: found CPython {version}, Linux {platform.machine()}, glibc "
+            f"{platform.libc_ver()[1]}; krnet.pyz needs CPython 3.10 3.11 3.12 3.13 3.14 on "
+            "x86_64, aarch64 (glibc 2.17 or newer): install python3.11 and run "
+            "`python3.11 krnet.pyz`\n"
+        )
 
 
 def test_db_upgrade_migrates_a_fresh_data_dir_to_head_with_the_zipapps_migrations(
