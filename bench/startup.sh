@@ -32,7 +32,7 @@ mkdir -p "$HOME"
 # The record a host with 50 runners would have, written by the Store of this source tree.
 "$PYTHON" - "$work/data" "$RUNNERS" <<'EOF'
 import sys
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from krnet.core.plan import OverlayPlan
@@ -44,7 +44,7 @@ plan = OverlayPlan.build("10.0.0.1", 8, 16, 100)
 with Store.open(data_dir) as store:
     for index in range(1, runners + 1):
         request = JoinRequest(None, f"runner-{index}", f"192.0.2.{index + 10}", 100, 4789, 1450)
-        store.allocate(request, plan=plan, now=datetime.now(UTC))
+        store.allocate(request, plan=plan, now=datetime.now(timezone.utc))
 EOF
 # This first run also extracts the zipapp, and proves it reads the record.
 total=$("$INTERPRETER" "$ZIPAPP" --data-dir "$work/data" node overlay --json |

@@ -277,7 +277,10 @@ def typed_layer(values: Mapping[str, object], source: str, where: str | None = N
 
 def toml_layer(path: Path, named_by: str | None) -> Layer:
     """krnet.toml's keys; a missing file is an error only when it was named explicitly."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+        import tomli as tomllib
 
     text = _read_text(path, "config file")
     if text is None:

@@ -105,7 +105,7 @@ class HostConnection:
 
     async def close(self) -> None:
         self.writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError, OSError):
             await asyncio.wait_for(self.writer.wait_closed(), self.timeout)
 
 
@@ -225,7 +225,8 @@ def _fetch(
         return asyncio.run(request(host, port, token, settings.handshake_timeout))
     except ProtocolError as exc:
         raise KrnetError(f"{host}:{port}: {exc}") from None
-    except (OSError, TimeoutError) as exc:
+    # asyncio's TimeoutError is its own class before Python 3.11 (the OS's is an OSError)
+    except (OSError, asyncio.TimeoutError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
         raise KrnetError(
             f"cannot reach the host at {host}:{port} ({reason}): check the address and port "

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -59,7 +59,7 @@ T = TypeVar("T")
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 def settings_mismatches(settings: Settings, join: Join) -> list[str]:
@@ -177,7 +177,8 @@ class HostService:
         except ProtocolError as exc:
             log.warning("%s: %s [%s]", peer_ip, exc, exc.code)
             await self._refuse(writer, exc.code, str(exc))  # type: ignore[arg-type]
-        except (ConnectionError, TimeoutError) as exc:
+        # asyncio's TimeoutError (wait_for) is not the OS's before Python 3.11: both end here
+        except (ConnectionError, TimeoutError, asyncio.TimeoutError) as exc:
             log.info("%s: connection lost (%s)", peer_ip, exc.__class__.__name__)
         except KrnetError as exc:  # the record or the kernel failed (after auth): say which
             log.error("%s: %s", peer_ip, exc)
@@ -198,17 +199,20 @@ class HostService:
     ) -> None:
         host_nonce = new_nonce()
         timeout = self.settings.handshake_timeout
+        hello = {
+            "type": "hello",
+            "version": PROTOCOL_VERSION,
+            "nonce": host_nonce,
+            "server": f"krnet {__version__}",
+        }
+
+        async def greet() -> dict[str, Any] | None:
+            await self._send(writer, encode_frame(hello))
+            return await read_frame(reader)
+
         try:
-            async with asyncio.timeout(timeout):
-                hello = {
-                    "type": "hello",
-                    "version": PROTOCOL_VERSION,
-                    "nonce": host_nonce,
-                    "server": f"krnet {__version__}",
-                }
-                await self._send(writer, encode_frame(hello))
-                obj = await read_frame(reader)
-        except TimeoutError:
+            obj = await asyncio.wait_for(greet(), timeout)
+        except asyncio.TimeoutError:
             raise ProtocolError(
                 "timeout", f"no join or status_request within handshake_timeout ({timeout:g} s)"
             ) from None
@@ -305,7 +309,7 @@ class HostService:
         while True:
             try:
                 obj = await asyncio.wait_for(read_frame(reader), idle)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 raise ProtocolError(
                     "timeout", f"runner {runner_id} sent nothing for {idle:g} s; closing"
                 ) from None
@@ -489,10 +493,10 @@ class HostService:
 
     async def _refuse(self, writer: asyncio.StreamWriter, code: ErrorCode, message: str) -> None:
         """Best effort: the peer may already be gone."""
-        with contextlib.suppress(ConnectionError, TimeoutError, RuntimeError):
+        with contextlib.suppress(ConnectionError, TimeoutError, asyncio.TimeoutError, RuntimeError):
             await self._send(writer, error_frame(code, message))
 
     async def _close(self, writer: asyncio.StreamWriter) -> None:
         writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError, OSError):
             await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)

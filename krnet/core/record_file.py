@@ -11,7 +11,7 @@ import json
 import sqlite3
 from contextlib import closing
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -65,4 +65,4 @@ def _runner(row: tuple[Any, ...]) -> RunnerRecord:
 
 def _utc(stored: str) -> datetime:
     """SQLAlchemy keeps UTC datetimes as naive ISO text in SQLite."""
-    return datetime.fromisoformat(stored).replace(tzinfo=UTC)
+    return datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, TypeVar
 
@@ -41,7 +41,7 @@ def gather_snapshot(
     """This node's state now; `probe` sends a DF probe round instead of reading the service's."""
     settings = loaded.settings
     errors: list[str] = []
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     runners = _read("record", errors, lambda: _runners(loaded), ())
     links, routes = _read("kernel", errors, _kernel, ({}, ()))
     rules = _read("firewall", errors, _rules, ())

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
@@ -144,7 +144,7 @@ class Store:
             ).all()
             for row in silent:
                 reason = f"inactive: silent since {row.last_seen.isoformat()}"
-                _change_status(session, row, INACTIVE, reason, datetime.now(UTC))
+                _change_status(session, row, INACTIVE, reason, datetime.now(timezone.utc))
             return [row.runner_id for row in silent]
 
     def set_status(self, runner_id: int, status: str) -> bool:
@@ -155,7 +155,7 @@ class Store:
             row = session.get(RunnerRow, runner_id)
             if row is None:
                 return False
-            _change_status(session, row, status, f"set {status}", datetime.now(UTC))
+            _change_status(session, row, status, f"set {status}", datetime.now(timezone.utc))
             return True
 
     def release(self, runner_id: int) -> RunnerRecord | None:
@@ -167,7 +167,7 @@ class Store:
             record = _record(row)
             session.delete(row)
             message = f"runner {runner_id} ({row.hostname}) left; id {runner_id} is free"
-            _log(session, datetime.now(UTC), "leave", message, runner_id)
+            _log(session, datetime.now(timezone.utc), "leave", message, runner_id)
             return record
 
     def adopt(
@@ -219,7 +219,11 @@ class Store:
                 row.physical_ip = physical_ip
                 session.add(row)
                 _log(
-                    session, datetime.now(UTC), "address", f"{message} to {physical_ip}", runner_id
+                    session,
+                    datetime.now(timezone.utc),
+                    "address",
+                    f"{message} to {physical_ip}",
+                    runner_id,
                 )
             return True
 
@@ -237,7 +241,7 @@ class Store:
         self, kind: str, message: str, runner_id: int | None = None, *, now: datetime | None = None
     ) -> None:
         with self._session(write=True) as session:
-            _log(session, now or datetime.now(UTC), kind, message, runner_id)
+            _log(session, now or datetime.now(timezone.utc), kind, message, runner_id)
 
     def events(self, limit: int = 200) -> list[EventRecord]:
         """The latest events, most recently written first."""
@@ -288,14 +292,14 @@ class Store:
 
 def _record(row: RunnerRow) -> RunnerRecord:
     values = {field.name: getattr(row, field.name) for field in fields(RunnerRecord)}
-    values["first_seen"] = row.first_seen.astimezone(UTC)
-    values["last_seen"] = row.last_seen.astimezone(UTC)
+    values["first_seen"] = row.first_seen.astimezone(timezone.utc)
+    values["last_seen"] = row.last_seen.astimezone(timezone.utc)
     values["observed"] = dict(row.observed or {})
     return RunnerRecord(**values)
 
 
 def _event(row: EventRow) -> EventRecord:
-    time = row.time.astimezone(UTC)
+    time = row.time.astimezone(timezone.utc)
     return EventRecord(row.id or 0, time, row.kind, row.runner_id, row.message)
 
 

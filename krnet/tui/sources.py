@@ -10,7 +10,7 @@ rather than guessing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from ipaddress import IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,7 @@ def remote_source(address: str, loaded: LoadedSettings) -> SnapshotSource:
         status, whole = fetch_remote_snapshot(address, loaded.settings, loaded.data_dir)
         if whole is not None:
             return whole
-        return snapshot_from_status(status, datetime.now(UTC), address)
+        return snapshot_from_status(status, datetime.now(timezone.utc), address)
 
     return fetch
 

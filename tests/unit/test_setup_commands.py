@@ -7,11 +7,15 @@ import json
 import logging
 import os
 import stat
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from krnet.cli import main
 from krnet.config import Settings, load_settings

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from krnet.core.status import overlay_status, render_overlay_table
 from krnet.core.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 11, 28, 1, 2, 3, 456789, tzinfo=UTC)
+T0 = datetime(2026, 11, 28, 1, 2, 3, 456789, tzinfo=timezone.utc)
 HOST = Settings()
 
 
@@ -252,7 +252,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]
 
 def populate(data_dir: Path) -> None:
     with Store.open(data_dir) as store:
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         for name, address in (("runner-a", "192.0.2.10"), ("runner-b", "192.0.2.11")):
             request = JoinRequest(None, name, address, 100, 4789, 1450)
             store.allocate(request, plan=Settings().plan(), now=now)
