@@ -69,8 +69,8 @@ EOF
 
 # A minimal root with python3, made once: later runs reuse it (only when complete). For another
 # architecture debootstrap only downloads and unpacks the essential packages (--foreign); the
-# rest, python3 among them, are unpacked here, and its standard library compiled once under qemu
-# (no package configuration runs: nothing in the root is executed but python3).
+# rest, python3 among them, are unpacked here (no package configuration runs: nothing in the root
+# is executed but python3, which writes its standard library's .pyc files there on first use).
 ensure_root() {
     local name=$1 suite=$2 arch=$3 root=$ROOTS/$1
     [ -f "$root/.krnet-complete" ] && return 0
@@ -87,8 +87,6 @@ ensure_root() {
         for deb in "$root.partial"/var/cache/apt/archives/*.deb; do
             dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$root.partial" --keep-directory-symlink
         done
-        qemu-aarch64-static -L "$root.partial" "$root.partial/usr/bin/python3" -m compileall -q \
-            "$root.partial"/usr/lib/python3.* >>"$root.log" 2>&1 || true
     fi
     rm -rf "$root"
     mv "$root.partial" "$root"
@@ -175,8 +173,9 @@ check_round_trip() {
     py "$zipapp" --config "$r.toml" --data-dir "$r" init runner --host-address 127.0.0.1 \
         --join-token "$token" >>"$cell_dir/init.log" 2>&1 ||
         step_failed "init runner: $(tail -n 1 "$cell_dir/init.log")" || return 1
-    exec_py KRNET_OVERLAY_ENABLED=false KRNET_JOIN_BIND=127.0.0.1 "$zipapp" --config "$h.toml" \
-        --data-dir "$h" serve >"$cell_dir/host.log" 2>&1 &
+    # A runner busy applying its allocation (minutes under qemu) sends no heartbeat meanwhile.
+    exec_py KRNET_OVERLAY_ENABLED=false KRNET_JOIN_BIND=127.0.0.1 KRNET_RUNNER_TIMEOUT=900 \
+        "$zipapp" --config "$h.toml" --data-dir "$h" serve >"$cell_dir/host.log" 2>&1 &
     host_pid=$!
     if ! wait_for_log "$cell_dir/host.log" "listening for runners on 127.0.0.1" $host_pid; then
         kill $host_pid 2>/dev/null
@@ -308,6 +307,7 @@ main() {
     trap 'rm -rf "$results"' EXIT
     mkdir -p "$ROOTS"
     ROOTS=$(realpath "$ROOTS")
+    export ROOTS
     # The roots download in parallel while the pyenv cells run; the arm64 cell, slow under
     # qemu, runs beside the others as soon as its root is there.
     for name in $CELLS; do
