@@ -35,8 +35,6 @@ ARCHES = ("x86_64", "aarch64")
 TARGETS = tuple(f"{python}-{arch}" for python in PYTHONS for arch in ARCHES)
 # glibc 2.17 and newer: pip also accepts the older manylinux tags below this one.
 MANYLINUX = "manylinux_2_17"
-# Dependencies that only some interpreters need, always carried (one site-packages serves all).
-EXTRA_REQUIREMENTS = ("tomli>=1.1",)
 # Compiled speed-ups with a pure-Python fallback: carried as the pure wheel, in one copy
 # (docs/performance.md has what it costs).
 PURE = {"sqlalchemy", "charset-normalizer", "tomli"}
@@ -97,7 +95,11 @@ def report(requirements: list[str], selection: list[str], *, deps: bool) -> list
 
 
 def project_requirements() -> list[str]:
-    """krnet's own dependencies, as pyproject.toml declares them (markers evaluated per target)."""
+    """krnet's own dependencies, as pyproject.toml declares them, markers dropped.
+
+    pip evaluates markers for the interpreter it runs on, not the target; and one site-packages
+    serves every target, so what any of them needs (tomli, before 3.11) is always carried.
+    """
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -108,8 +110,7 @@ def project_requirements() -> list[str]:
 
 def lock() -> None:
     """Resolve for the oldest target, then find every target's wheel of each pinned version."""
-    resolved = report([*project_requirements(), *EXTRA_REQUIREMENTS], target_args(TARGETS[0]),
-                      deps=True)  # fmt: skip
+    resolved = report(project_requirements(), target_args(TARGETS[0]), deps=True)
     pins = {item["name"]: item["version"] for item in resolved if item["name"] not in DROPPED}
     hashes: dict[str, set[str]] = defaultdict(set)
     pure = [f"{name}=={pins[name]}" for name in sorted(PURE)]
