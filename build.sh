@@ -5,16 +5,16 @@
 #   ./build.sh                      build for this machine's python3
 #   ./build.sh test [PYTEST ARGS]   build, type-check (mypy), then run the tests against the source
 #                                   and the zipapp
-#   KRNET_TARGET_PYTHON=3.12 ./build.sh
-#                                   build for another CPython (binary wheels only; the zipapp then
-#                                   runs only on that CPython minor version and this architecture)
+#   KRNET_TARGETS=3.11-x86_64 ./build.sh
+#                                   a smaller zipapp for some targets only (default: every
+#                                   CPython 3.10-3.14 on x86_64 and aarch64, see zipapp.lock)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 SYSTEM_PACKAGES=(iproute2 iptables nftables iputils-ping docker.io busybox-static iperf3 tmux debootstrap hyperfine
-    firewalld prometheus)
+    firewalld prometheus qemu-user-static)
 # shiv stamps every file with this time, so two builds of one commit are byte-identical.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}
 
@@ -51,7 +51,6 @@ ensure_venv() {
 }
 
 build_zipapp() {
-    local target=${KRNET_TARGET_PYTHON:-}
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     mkdir -p dist
@@ -59,31 +58,13 @@ build_zipapp() {
     # setuptools' scratch dir keeps files of earlier builds, which would land in the wheel.
     rm -rf build
     "$VENV/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$work" . >/dev/null
-    local pip_args=("$work"/krnet-*.whl)
-    if [ -n "$target" ]; then
-        step "resolving binary wheels for CPython $target ($(uname -m))"
-        pip_args+=(--python-version "$target" --implementation cp --only-binary=:all:
-            --platform "manylinux2014_$(uname -m)" --platform "manylinux_2_17_$(uname -m)"
-            --platform "manylinux_2_28_$(uname -m)")
-    fi
-    step "installing krnet and its dependencies into a staging site-packages"
-    "$VENV/bin/python" -m pip install -q --no-cache-dir --no-compile --target "$work/site" \
-        "${pip_args[@]}" >/dev/null
-    strip_build_paths "$work/site"
+    step "fetching the wheels in zipapp.lock for ${KRNET_TARGETS:-every target} and staging them"
+    "$VENV/bin/python" scripts/zipapp_wheels.py stage "$work/site" "$work"/krnet-*.whl
     step "building dist/krnet.pyz with shiv"
+    # The entry point checks the interpreter before anything imports a dependency.
     "$VENV/bin/shiv" --compressed --reproducible --site-packages "$work/site" \
-        -c krnet -p '/usr/bin/env python3' -o dist/krnet.pyz >/dev/null
+        -e krnet.boot:main -p '/usr/bin/env python3' -o dist/krnet.pyz >/dev/null
     step "dist/krnet.pyz: $(du -h dist/krnet.pyz | cut -f1), sha256 $(sha256sum dist/krnet.pyz | cut -c1-16)"
-}
-
-# pip records where this build happened: console scripts in bin/ carry the venv's python in their
-# shebang, and direct_url.json (with its RECORD line) the wheel's temporary path. Neither is used
-# inside a zipapp; dropping them makes two builds of one commit byte-identical, wherever they run.
-strip_build_paths() {
-    local site=$1
-    rm -rf "$site/bin"
-    rm -f "$site"/*.dist-info/direct_url.json
-    sed -i -e '\#^\.\./\.\./bin/#d' -e '\#\.dist-info/direct_url\.json,#d' "$site"/*.dist-info/RECORD
 }
 
 run_tests() {

@@ -81,7 +81,7 @@ async def heartbeats(
         try:
             await asyncio.wait_for(stop.wait(), welcome.heartbeat_interval)
             return
-        except TimeoutError:
+        except asyncio.TimeoutError:
             pass
         await connection.send({"type": "heartbeat", "applied": applied, "observed": {}})
         await connection.receive(HeartbeatAck)

@@ -1,5 +1,5 @@
 """`python -m krnet` and the zipapp entry point."""
 
-from krnet.cli import main
+from krnet.boot import main
 
 raise SystemExit(main())

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from krnet import __version__
+from krnet import boot
 from krnet.errors import KrnetError
 
 # command path -> "module:function" in krnet.commands
@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="krnet",
         description="VXLAN overlay networking for a Host + Runners container cluster.",
     )
-    parser.add_argument("--version", action="version", version=f"krnet {__version__}")
+    parser.add_argument(
+        "--version",
+        action=boot.PrintVersion,
+        help="show the release, this interpreter and the targets",
+    )
     parser.add_argument("--config", metavar="FILE", help="krnet.toml to read (else KRNET_CONFIG)")
     parser.add_argument("--data-dir", metavar="DIR", help="where the database and token live")
     verbosity = parser.add_mutually_exclusive_group()

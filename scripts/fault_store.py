@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -209,13 +209,13 @@ def _disk_full_steps(data_dir: Path, size: str) -> DiskFull:
     plan = Settings().plan()
     with Store.open(data_dir) as store:
         for index in range(1, 4):
-            store.allocate(_request(index), plan=plan, now=datetime.now(UTC))
+            store.allocate(_request(index), plan=plan, now=datetime.now(timezone.utc))
         kept_before = [record.hostname for record in store.runners()]
         filler = _fill(data_dir / "filler")
         error_type, error, writes = "", "", 0
         for index in range(4, 200):
             try:
-                store.allocate(_request(index), plan=plan, now=datetime.now(UTC))
+                store.allocate(_request(index), plan=plan, now=datetime.now(timezone.utc))
                 store.record_event("filler", "x" * 2000)
             except KrnetError as exc:
                 error_type, error = type(exc).__name__, str(exc)
@@ -225,7 +225,7 @@ def _disk_full_steps(data_dir: Path, size: str) -> DiskFull:
         filler.unlink()
         sound = integrity(store.path)
         kept_after = [record.hostname for record in store.runners()]
-        _, retried = store.allocate(_request(999), plan=plan, now=datetime.now(UTC))
+        _, retried = store.allocate(_request(999), plan=plan, now=datetime.now(timezone.utc))
     return DiskFull(
         kept_before, writes, error_type, error, read_while_full, sound, kept_after, retried.hostname
     )

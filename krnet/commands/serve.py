@@ -124,7 +124,7 @@ async def _keep_default_network(
     """Overlay off (reference: "Network Selection"): containers use the default network only."""
     log.info("overlay disabled: containers use %s", settings.docker_network_name)
     while True:
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.reconcile_interval)
             return
         await asyncio.to_thread(dataplane.prepare)

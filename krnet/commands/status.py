@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from krnet.config import load_settings
 from krnet.core.model.plan import HOST_DEVICE
@@ -23,7 +23,7 @@ def run_node_overlay(args: argparse.Namespace) -> int:
 
         status = fetch_remote_status(args.connect, settings, loaded.data_dir)
     else:
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         status = overlay_status(
             mode=settings.mode,
             settings=settings,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from functools import cache
@@ -277,7 +278,10 @@ def typed_layer(values: Mapping[str, object], source: str, where: str | None = N
 
 def toml_layer(path: Path, named_by: str | None) -> Layer:
     """krnet.toml's keys; a missing file is an error only when it was named explicitly."""
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: the same parser, as a package
+        import tomli as tomllib
 
     text = _read_text(path, "config file")
     if text is None:

@@ -12,7 +12,7 @@ import os
 import pty
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from tests.protocol.peers import (
 )
 
 IDENTITY = "0f5e3c1a9b7d4e2f8a6c0b1d3e5f7a9c"
-START = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)
+START = datetime(2026, 11, 28, 1, 0, 0, tzinfo=timezone.utc)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -16,7 +16,7 @@ class Clock:
     """The host's idea of now, moved by the test."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)
+        self.now = datetime(2026, 11, 28, 1, 0, 0, tzinfo=timezone.utc)
 
     def __call__(self) -> datetime:
         return self.now

@@ -7,7 +7,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ def fill_record(data_dir: Path, count: int) -> None:
                 vxlan_port=4789,
                 mtu=1450,
             )
-            store.allocate(request, plan=plan, now=datetime.now(UTC))
+            store.allocate(request, plan=plan, now=datetime.now(timezone.utc))
 
 
 async def test_a_snapshot_larger_than_a_line_arrives_whole(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +13,7 @@ from krnet.core.model.allocator import choose_runner_id, find_returning
 from krnet.core.model.records import ACTIVE, INACTIVE, JoinRequest, RunnerRecord
 from krnet.errors import PoolExhaustedError
 
-T0 = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)
+T0 = datetime(2026, 11, 28, 1, 0, 0, tzinfo=timezone.utc)
 
 
 def request(

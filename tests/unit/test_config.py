@@ -500,7 +500,7 @@ def test_settings_from_checks_what_init_would_write() -> None:
 def test_importing_config_stays_cheap() -> None:
     code = (
         "import sys, krnet.config; "
-        "print(sorted(m for m in ('tomllib', 'platformdirs', 'difflib', "
+        "print(sorted(m for m in ('tomllib', 'tomli', 'platformdirs', 'difflib', "
         "'krnet.config.sources', 'krnet.config.checks') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from krnet.core.control.context import HostContext, StoreThread
@@ -15,7 +15,7 @@ from krnet.core.protocol.messages import Join
 from krnet.core.record.store import Store
 from tests.unit.test_status import runner
 
-NOW = datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)
+NOW = datetime(2026, 11, 28, 1, 2, 3, tzinfo=timezone.utc)
 JOIN = {
     "type": "join",
     "version": 1,

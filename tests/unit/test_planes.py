@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from krnet.core.protocol.messages import Allocation
 from krnet.core.record.store import Store
 from krnet.errors import DockerError, KernelError
 
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HOST = Settings(mode="host", overlay_enabled=True, host_reachable_address="192.0.2.1")
 RUNNER = Settings(mode="runner", overlay_enabled=True, reconcile_interval=3600.0)
 WELCOME = (  # runner {id}'s allocation from the default plan, the host at {host}
@@ -308,7 +308,7 @@ def test_probe_results_go_to_the_file_given(tmp_path: Path) -> None:
     node.plane.probe([2, 1])
     node.plane.probe([1])
     assert node.journal.named("probe") == [([1, 2], HOST.overlay_mtu), ([1], HOST.overlay_mtu)]
-    published = probe.read_results(results, datetime.now(UTC), max_age=60)
+    published = probe.read_results(results, datetime.now(timezone.utc), max_age=60)
     assert list(published) == [1]  # runner 2's history is forgotten
     assert (published[1].sent, published[1].received) == (2, 2)
 

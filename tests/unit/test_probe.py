@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from krnet.core.dataplane.probe import (
@@ -23,7 +23,7 @@ from krnet.core.dataplane.probe import (
 )
 from krnet.core.model.settings import Settings
 
-T0 = datetime(2026, 11, 28, tzinfo=UTC)
+T0 = datetime(2026, 11, 28, tzinfo=timezone.utc)
 
 
 def test_echo_request_is_a_valid_icmp_packet_of_the_asked_size() -> None:

@@ -7,11 +7,16 @@ import json
 import logging
 import os
 import stat
-import tomllib
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from krnet.cli import main
 from krnet.config import load_settings

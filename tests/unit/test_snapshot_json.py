@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ ints = st.integers(min_value=0, max_value=2**40)
 moments = st.datetimes(
     min_value=datetime(2000, 1, 1),
     max_value=datetime(2100, 1, 1),
-    timezones=st.sampled_from([UTC, timezone(timedelta(hours=9))]),
+    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=9))]),
 )
 optional_text = st.none() | text
 json_values = st.recursive(

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from krnet.core.record.reader import database_path
 from krnet.core.record.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 11, 28, 1, 2, 3, 456789, tzinfo=UTC)
+T0 = datetime(2026, 11, 28, 1, 2, 3, 456789, tzinfo=timezone.utc)
 HOST = Settings()
 
 
@@ -252,7 +252,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]
 
 def populate(data_dir: Path) -> None:
     with Store.open(data_dir) as store:
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         earlier = now - timedelta(minutes=5)
         for name, address, seen in (
             ("runner-a", "192.0.2.10", now),

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from krnet.errors import PoolExhaustedError, StoreError
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = OverlayPlan.build("10.0.0.1", 8, 16, 100)
-T0 = datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)
+T0 = datetime(2026, 11, 28, 1, 2, 3, tzinfo=timezone.utc)
 
 
 def join(
@@ -262,7 +262,9 @@ def _join_many(path: str, worker: int) -> list[tuple[str, int]]:
         for i in range(JOINS_PER_PROCESS):
             hostname = f"p{worker}-runner-{i}"
             address = f"203.0.113.{worker * JOINS_PER_PROCESS + i}"
-            decision, _ = store.allocate(join(hostname, address), plan=PLAN, now=datetime.now(UTC))
+            decision, _ = store.allocate(
+                join(hostname, address), plan=PLAN, now=datetime.now(timezone.utc)
+            )
             given.append((hostname, decision.runner_id))
     return given
 

@@ -7,7 +7,7 @@ tests/lab/test_faults.py; the steps themselves are shared with scripts/faults.py
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ def request(index: int) -> JoinRequest:
 def with_runners(data_dir: Path, count: int) -> Path:
     with Store.open(data_dir) as store:
         for index in range(1, count + 1):
-            store.allocate(request(index), plan=PLAN, now=datetime.now(UTC))
+            store.allocate(request(index), plan=PLAN, now=datetime.now(timezone.utc))
     return database_path(data_dir)
 
 
@@ -45,13 +45,13 @@ def test_a_write_under_another_process_lock_fails_clearly_and_the_retry_succeeds
         before, events = store.runners(), store.events()
         with fault_store.locked(path):
             with pytest.raises(StoreError) as caught:
-                store.allocate(request(3), plan=PLAN, now=datetime.now(UTC))
+                store.allocate(request(3), plan=PLAN, now=datetime.now(timezone.utc))
             assert store.runners() == before  # readers are not shut out in WAL mode
         message = str(caught.value)
         assert str(path) in message and "locked by another process" in message
         assert "nothing was changed" in message and "retry" in message
         assert (store.runners(), store.events()) == (before, events)
-        _, record = store.allocate(request(3), plan=PLAN, now=datetime.now(UTC))
+        _, record = store.allocate(request(3), plan=PLAN, now=datetime.now(timezone.utc))
         assert record.runner_id == 3
         assert [r.hostname for r in store.runners()] == ["runner-1", "runner-2", "runner-3"]
 

@@ -15,7 +15,7 @@ import re
 import socket
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,7 +124,7 @@ class RunnerAgent:
             except ProtocolError as exc:
                 log.error("%s: %s [%s]; nothing configured from this answer", where, exc, exc.code)
                 joined = False
-            except (OSError, TimeoutError) as exc:
+            except (OSError, asyncio.TimeoutError) as exc:  # wait_for's, before Python 3.11
                 log.warning("%s: cannot talk to the host (%s)", where, exc or type(exc).__name__)
                 joined = False
             if joined:
@@ -178,7 +178,7 @@ class RunnerAgent:
                 await asyncio.to_thread(
                     self.store.heartbeat,
                     desired.runner_id,
-                    now=datetime.now(UTC),
+                    now=datetime.now(timezone.utc),
                     observed=observed,
                 )
 
@@ -197,7 +197,7 @@ class RunnerAgent:
                 request,
                 vni=allocation.vni,
                 subnet=allocation.subnet,
-                now=datetime.now(UTC),
+                now=datetime.now(timezone.utc),
             )
 
     async def _observe(self) -> dict[str, Any]:
@@ -223,7 +223,7 @@ class RunnerAgent:
         """Sleep, waking early on `stop`; True when stopped."""
         try:
             await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return False
         return True
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
 from krnet.core.model.report import RunnerReport
@@ -105,7 +105,7 @@ class RecordedEvents:
             physical_ip=adoption.physical_ip,
             vni=adoption.vni,
             subnet=adoption.subnet,
-            now=datetime.now(UTC),
+            now=datetime.now(timezone.utc),
         )
 
 

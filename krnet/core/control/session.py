@@ -18,7 +18,7 @@ from krnet.core.control.release import answer_release
 from krnet.core.model.must_match import differences
 from krnet.core.model.plan import tunnel_name
 from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, new_nonce
-from krnet.core.protocol.framing import encode_frame, read_frame
+from krnet.core.protocol.framing import JsonObject, encode_frame, read_frame
 from krnet.core.protocol.messages import (
     PROTOCOL_VERSION,
     Allocation,
@@ -100,7 +100,8 @@ class JoinSession:
         except ProtocolError as exc:
             log.warning("%s: %s [%s]", peer_ip, exc, exc.code)
             await self.refuse(exc.code, str(exc))
-        except (ConnectionError, TimeoutError) as exc:
+        # asyncio's TimeoutError (wait_for) is not the OS's before Python 3.11: both end here
+        except (ConnectionError, TimeoutError, asyncio.TimeoutError) as exc:
             log.info("%s: connection lost (%s)", peer_ip, exc.__class__.__name__)
         except KrnetError as exc:  # the record or the kernel failed (after auth): say which
             log.error("%s: %s", peer_ip, exc)
@@ -138,10 +139,8 @@ class JoinSession:
             type="hello", version=PROTOCOL_VERSION, nonce=host_nonce, server=f"krnet {__version__}"
         )
         try:
-            async with asyncio.timeout(timeout):
-                await self.send(encode_frame(hello.model_dump()))
-                obj = await read_frame(self.reader)
-        except TimeoutError:
+            obj = await asyncio.wait_for(self._greet(hello), timeout)
+        except asyncio.TimeoutError:
             raise ProtocolError(
                 "timeout", f"no join or status_request within handshake_timeout ({timeout:g} s)"
             ) from None
@@ -152,6 +151,11 @@ class JoinSession:
         self._channel = Channel(self.context.token, host_nonce, first.nonce, HOST_TO_RUNNER)
         self._channel.check(obj, sequenced=False)
         return first
+
+    async def _greet(self, hello: Hello) -> JsonObject | None:
+        """Send the hello and read the first message (the handshake timeout covers both)."""
+        await self.send(encode_frame(hello.model_dump()))
+        return await read_frame(self.reader)
 
     async def _admit(self, join: Join, host_ip: str) -> tuple[RunnerRecord, Allocation]:
         """Check settings, allocate an id and build the host's tunnel for a joining runner."""
@@ -214,7 +218,7 @@ class JoinSession:
         while True:
             try:
                 obj = await asyncio.wait_for(read_frame(self.reader), idle)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 raise ProtocolError(
                     "timeout", f"runner {runner_id} sent nothing for {idle:g} s; closing"
                 ) from None
@@ -267,10 +271,10 @@ class JoinSession:
 
     async def refuse(self, code: ErrorCode, message: str) -> None:
         """Best effort: the peer may already be gone."""
-        with contextlib.suppress(ConnectionError, TimeoutError, RuntimeError):
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError, RuntimeError):
             await self.send(error_frame(code, message))
 
     async def close(self) -> None:
         self.writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError, OSError):
             await asyncio.wait_for(self.writer.wait_closed(), CLOSE_TIMEOUT)

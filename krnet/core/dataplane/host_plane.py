@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from ipaddress import IPv4Address, ip_address
 from typing import TYPE_CHECKING
 
@@ -104,7 +104,7 @@ class HostPlane:
         """A DF echo at the full overlay MTU (and a small one) through each tunnel, published
         to the results file (`<data dir>/probes.json`) for `node overlay`, `doctor` and the TUI."""
         targets = probe.probe_targets(self.plan, runner_ids)
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         self._probes.record_all(self.prober(targets, self.settings.overlay_mtu), now)
         for gone in set(self._probes.runner_ids()) - set(runner_ids):
             self._probes.forget(gone)

@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Protocol, TypedDict
 from krnet.core.dataplane.dockernet import NetworkSpec, OverlayAllocation
 
 if TYPE_CHECKING:
-    from typing import Required  # typing has them from 3.11
-
-    from typing_extensions import Unpack
+    from typing_extensions import Required, Unpack  # typing has them from 3.11
 
     from krnet.core.dataplane.firewall import FirewallPlan
     from krnet.core.dataplane.probe import ProbeOutcome, ProbeTarget

@@ -1,7 +1,7 @@
 """Gathering a NodeSnapshot in one pass: record, kernel, sysctls, firewall, Docker and probes.
 
-Each part is read through the module that owns it (record_file, netlink, firewall, dockernet,
-probe), once. A part that cannot be read becomes a "<part>: <reason>" entry in `errors`, so
+Each part is read through the module that owns it (the record reader, netlink, firewall,
+dockernet, probe), once. A part that cannot be read becomes a "<part>: <reason>" entry in `errors`, so
 diagnosis says what it could not see instead of failing whole. Blocking: call it from a
 thread (the TUI's worker) or a plain command, never from a running asyncio loop.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, TypeVar
 
@@ -35,7 +35,7 @@ def gather_snapshot(
     """This node's state now; `probe` sends a DF probe round instead of reading the service's."""
     settings = loaded.settings
     errors: list[str] = []
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     runners: Sequence[RunnerRecord] = _read("record", errors, lambda: _runners(loaded), ())
     no_kernel: tuple[dict[str, LinkInfo], tuple[RouteInfo, ...]] = ({}, ())
     links, routes = _read("kernel", errors, _kernel, no_kernel)

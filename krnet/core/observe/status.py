@@ -8,7 +8,7 @@ right even while no `krnet serve` runs to mark it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -169,7 +169,7 @@ def _cell(value: object) -> str:
 
 def iso_utc(moment: datetime) -> str:
     """Whole seconds in UTC, as docs/design.md writes them: 2026-11-28T01:02:03Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _runner_entry(

@@ -121,7 +121,7 @@ class HostConnection:
 
     async def close(self) -> None:
         self.writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError, OSError):
             await asyncio.wait_for(self.writer.wait_closed(), self.timeout)
 
 
@@ -268,7 +268,8 @@ def _fetch(
         if exc.code in INPUT_REFUSALS:
             raise UsageError(str(exc)) from None
         raise KrnetError(f"{host}:{port}: {exc}") from None
-    except (OSError, TimeoutError) as exc:
+    # asyncio's TimeoutError is its own class before Python 3.11 (the OS's is an OSError)
+    except (OSError, asyncio.TimeoutError) as exc:
         if here and isinstance(exc, ConnectionRefusedError):
             raise KrnetError(
                 f"no krnet host is running on this node: nothing listens on {host}:{port} "

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,4 +76,4 @@ def _event(row: Row) -> EventRecord:
 
 def _utc(stored: str) -> datetime:
     """SQLAlchemy keeps UTC datetimes as naive ISO text in SQLite."""
-    return datetime.fromisoformat(stored).replace(tzinfo=UTC)
+    return datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)

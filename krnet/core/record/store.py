@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import asdict, fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
@@ -155,7 +155,7 @@ class Store:
             ).all()
             for row in silent:
                 reason = f"inactive: silent since {row.last_seen.isoformat()}"
-                _change_status(session, row, INACTIVE, reason, datetime.now(UTC))
+                _change_status(session, row, INACTIVE, reason, datetime.now(timezone.utc))
             return [row.runner_id for row in silent]
 
     def release(self, runner_id: int) -> RunnerRecord | None:
@@ -167,7 +167,7 @@ class Store:
             record = _record(row)
             session.delete(row)
             message = f"runner {runner_id} ({row.hostname}) left; id {runner_id} is free"
-            _log(session, datetime.now(UTC), "leave", message, runner_id)
+            _log(session, datetime.now(timezone.utc), "leave", message, runner_id)
             return record
 
     def release_by_hand(
@@ -264,7 +264,7 @@ class Store:
         self, kind: str, message: str, runner_id: int | None = None, *, now: datetime | None = None
     ) -> None:
         with self._session(write=True) as session:
-            _log(session, now or datetime.now(UTC), kind, message, runner_id)
+            _log(session, now or datetime.now(timezone.utc), kind, message, runner_id)
 
     def events(self, limit: int = 200) -> list[EventRecord]:
         """The latest events, most recently written first."""
@@ -319,8 +319,8 @@ _RUNNER_FIELDS = tuple(field.name for field in fields(RunnerRecord))
 def _record(row: RunnerRow) -> RunnerRecord:
     """A row as the record the rest of krnet reads: every field, times as aware UTC."""
     values = {name: getattr(row, name) for name in _RUNNER_FIELDS}
-    values["first_seen"] = row.first_seen.astimezone(UTC)
-    values["last_seen"] = row.last_seen.astimezone(UTC)
+    values["first_seen"] = row.first_seen.astimezone(timezone.utc)
+    values["last_seen"] = row.last_seen.astimezone(timezone.utc)
     values["observed"] = dict(row.observed or {})
     return RunnerRecord(**values)
 
@@ -337,7 +337,7 @@ def _row(record: RunnerRecord, row: RunnerRow | None = None) -> RunnerRow:
 
 
 def _event(row: EventRow) -> EventRecord:
-    time = row.time.astimezone(UTC)
+    time = row.time.astimezone(timezone.utc)
     return EventRecord(row.id or 0, time, row.kind, row.runner_id, row.message)
 
 
