@@ -36,6 +36,24 @@ def _ipv4(value: str) -> str:
     return value
 
 
+def _tunnel_address(value: str) -> str:
+    """A runner's underlay address a VXLAN tunnel can send to: one unicast IPv4 host.
+
+    Loopback passes here: it is refused at admission when the host's overlay is on, because
+    only the host knows whether it will build a tunnel (and its overlay network).
+    """
+    address = IPv4Address(value)
+    unusable = (
+        address.is_unspecified
+        or address.is_multicast
+        or address.is_link_local
+        or address.is_reserved  # 240.0.0.0/4, 255.255.255.255 (the limited broadcast) among them
+    )
+    if unusable:
+        raise ValueError(f"{value} is not a unicast address a tunnel can send to")
+    return value
+
+
 def _ipv4_network(value: str) -> str:
     IPv4Network(value, strict=True)
     return value
@@ -50,6 +68,7 @@ Port = Annotated[int, Field(ge=1, le=65_535)]
 Mtu = Annotated[int, Field(ge=68, le=65_535)]
 Ipv4 = Annotated[str, AfterValidator(_ipv4)]
 Ipv4Cidr = Annotated[str, AfterValidator(_ipv4_network)]
+TunnelAddress = Annotated[str, AfterValidator(_tunnel_address)]
 Identity = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Hostname = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,253}$")]
 LinkName = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,15}$")]
@@ -74,7 +93,7 @@ class Join(Message):
     nonce: Nonce
     identity: Identity
     hostname: Hostname
-    physical_ip: Ipv4
+    physical_ip: TunnelAddress
     vxlan_id: Vni
     vxlan_port: Port
     mtu: Mtu
