@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from krnet.core.model.records import JoinRequest
+from krnet.core.model.text import printable
 from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
 from krnet.errors import ErrorCode, ProtocolError
 
@@ -293,9 +294,16 @@ def parse_message(obj: Mapping[str, JsonValue], expected: Sequence[type[Message]
 
 
 def raise_if_error(message: Message, peer: str) -> None:
-    """Turn a peer's `error` message into ProtocolError carrying its code."""
+    """Turn a peer's `error` message into ProtocolError carrying its code.
+
+    An `error` carries no MAC: anyone who answers the connection can write it, so its text is
+    quoted, marked as unauthenticated and escaped (no forged log lines, no terminal escapes).
+    """
     if isinstance(message, Error):
-        raise ProtocolError(message.code, f"{peer} refused ({message.code}): {message.message}")
+        text = printable(message.message)
+        raise ProtocolError(
+            message.code, f'{peer} refused ({message.code}); its unauthenticated message: "{text}"'
+        )
 
 
 def error_frame(code: ErrorCode, message: str) -> bytes:
