@@ -70,13 +70,16 @@ class Store:
         """The store of a data dir, creating the dir (0700) and the schema when missing."""
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _tighten(data_dir, 0o700)
+            # created 0600 before SQLite opens it: its WAL files take the database's mode
+            os.close(os.open(database_path(data_dir), os.O_WRONLY | os.O_CREAT, 0o600))
         except OSError as exc:
             raise StoreError(
                 f"cannot create data dir {data_dir} ({exc.strerror}): set --data-dir or "
                 "KRNET_DATA_DIR to a writable directory"
             ) from exc
         store = cls(database_path(data_dir), busy_timeout=busy_timeout)
+        # once the record is known to be ours (a refused one is left exactly as it was)
+        _tighten(data_dir, 0o700)
         for path in (store.path, *(store.path.with_name(store.path.name + s) for s in SIDECARS)):
             _tighten(path, 0o600)
         return store
