@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--host-reachable-address", help="host: this host's LAN address")
     init.add_argument("--host-address", help="runner: the host's address")
     init.add_argument("--join-token", help="runner: the cluster join token")
+    init.add_argument(
+        "--join-token-file",
+        metavar="FILE",
+        help="runner: a file holding the join token (mode 0600; kept out of ps and history)",
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing config file")
     init.add_argument(
         "--systemd",

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from krnet.core.model.text import printable
 from krnet.core.observe.diagnose.check import FAIL, Check, Status
 
 LABELS: dict[Status, str] = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
@@ -30,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_checks(checks: Sequence[Check], out: TextIO) -> None:
-    """`PASS check: detail`, and `  fix: ...` under each problem."""
+    """`PASS check: detail`, and `  fix: ...` under each problem (details quote hostnames and
+    heartbeats, which came from the network: escaped)."""
     for check in checks:
-        print(f"{LABELS[check.status]} {check.check}: {check.detail}", file=out)
+        print(f"{LABELS[check.status]} {check.check}: {printable(check.detail)}", file=out)
         if check.fix:
-            print(f"  fix: {check.fix}", file=out)
+            print(f"  fix: {printable(check.fix)}", file=out)

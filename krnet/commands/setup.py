@@ -76,7 +76,8 @@ def run_init(args: argparse.Namespace) -> int:
 
 def _refuse_misplaced_flags(args: argparse.Namespace) -> None:
     """Each init flag belongs to one mode; silently dropping it would surprise."""
-    wrong = ("host_address", "join_token") if args.mode == "host" else ("host_reachable_address",)
+    runner_only = ("host_address", "join_token", "join_token_file")
+    wrong = runner_only if args.mode == "host" else ("host_reachable_address",)
     for key in wrong:
         if getattr(args, key, None) is not None:
             other = "runner" if args.mode == "host" else "host"
@@ -98,6 +99,8 @@ def _init_values(args: argparse.Namespace) -> dict[str, object]:
         values["host_address"] = args.host_address
         if args.join_token:
             values["join_token"] = args.join_token
+        if args.join_token_file:
+            values["join_token_file"] = str(Path(args.join_token_file).resolve())
     return values
 
 
@@ -172,7 +175,10 @@ def _host_next_steps(settings: Settings, data_dir: Path, start: str) -> list[str
         f"join token: {token}",
         "next steps:",
         f"  start the host: {start}",
-        f"  on each runner: krnet init runner --host-address {address} --join-token {token}",
+        f"  on each runner: copy {path} to it (scp; mode 0600), then "
+        f"krnet init runner --host-address {address} --join-token-file FILE",
+        "    (or set KRNET_JOIN_TOKEN for krnet serve: a token on a command line shows in "
+        "ps and shell history)",
         f"  open UDP {settings.overlay_vxlan_port} (VXLAN) and TCP {settings.join_port} (join) "
         "between the host and every runner",
     ]

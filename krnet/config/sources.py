@@ -24,6 +24,9 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 # KRNET_* variables that are not settings (paths and test switches)
 NON_SETTING_ENV = frozenset({"KRNET_CONFIG", "KRNET_DATA_DIR", "KRNET_REQUIRE_PRIVILEGED"})
 
+MAX_CONFIG_BYTES = 1_048_576  # a config file is a few KiB; this bounds what a parser is fed
+MAX_OPERATORS = 100  # per statement of a reference file: literals need a sign or two, not chains
+
 log = logging.getLogger(__name__)
 
 
@@ -156,9 +159,16 @@ def coerce(key: str, value: object, where: str, *, text: bool) -> object:
 
 
 def _read_text(path: Path, what: str) -> str | None:
-    """A config file's text, or None when it does not exist."""
+    """A config file's text (at most MAX_CONFIG_BYTES), or None when it does not exist."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{what} {path} is larger than {MAX_CONFIG_BYTES} bytes: not a config file; "
+                "fix the path or shorten the file"
+            )
+        return data.decode("utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
@@ -166,6 +176,36 @@ def _read_text(path: Path, what: str) -> str | None:
         raise ConfigError(
             f"cannot read {what} {path}: {reason}: fix the file or remove it"
         ) from None
+
+
+_NOT_OPERATORS = frozenset(",:;()[]{}=.")
+_WORD_OPERATORS = frozenset({"not", "and", "or", "if", "else", "in", "is", "lambda", "await"})
+
+
+def _check_operator_chains(text: str, path: Path) -> None:
+    """Refuse a statement with more than MAX_OPERATORS operators, naming its line, before
+    Python's parser sees it: a long chain of `-`, `not` or `+` makes the parser itself run out
+    of memory or recursion. Read token by token, without recursion."""
+    import io
+    import tokenize
+
+    count, first_line = 0, 1
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                count, first_line = 0, token.end[0] + 1
+                continue
+            operator = token.type == tokenize.OP and token.string not in _NOT_OPERATORS
+            if operator or (token.type == tokenize.NAME and token.string in _WORD_OPERATORS):
+                count += 1
+                if count > MAX_OPERATORS:
+                    raise ConfigError(
+                        f"{path}:{first_line}: more than {MAX_OPERATORS} operators in one "
+                        "statement: krnet reads only literal assignments and never runs this "
+                        "file; write the value itself, e.g. OVERLAY_MTU: int = 1450"
+                    )
+    except (tokenize.TokenError, SyntaxError):
+        return  # not Python: ast.parse says where
 
 
 def _statement_kind(node: ast.stmt) -> str:
@@ -204,11 +244,17 @@ def reference_layer(path: Path) -> Layer:
     text = _read_text(path, "reference config")
     if text is None:
         return {}
+    _check_operator_chains(text, path)
     try:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as exc:
         raise ConfigError(
             f"{path}:{exc.lineno}: not valid Python ({exc.msg}): fix that line"
+        ) from None
+    except (MemoryError, RecursionError):
+        raise ConfigError(
+            f"{path}:1: nested too deeply for Python's parser: krnet reads only literal "
+            "assignments; write each value itself"
         ) from None
     lines = text.splitlines()
     layer: Layer = {}
@@ -295,6 +341,10 @@ def toml_layer(path: Path, named_by: str | None) -> Layer:
         return typed_layer(tomllib.loads(text), str(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}): fix the file") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(
+            f"{path}: arrays or tables nested too deeply to read: fix the file"
+        ) from None
 
 
 def env_layer(environ: Mapping[str, str]) -> Layer:

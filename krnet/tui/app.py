@@ -20,6 +20,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
+from krnet.core.model.text import printable
 from krnet.errors import KrnetError
 from krnet.tui.events import EventsView
 from krnet.tui.firewall_view import FirewallView
@@ -127,7 +128,7 @@ class KrnetApp(App[None]):
         self._rearm()
 
     def on_gather_failed(self, message: GatherFailed) -> None:
-        self.sub_title = f"{self.where} · ✖ {message.error}"
+        self.sub_title = f"{self.where} · ✖ {printable(message.error)}"
         self._rearm()
 
     def _rearm(self) -> None:

@@ -21,6 +21,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import ColumnKey
 
+from krnet.core.model.text import printable
 from krnet.tui.model import ViewData
 
 
@@ -31,6 +32,12 @@ class Row:
     key: str
     cells: tuple[RenderableType, ...]
     sort: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        # DataTable reads a str cell as markup: a hostname `[/]` would crash the view and
+        # `[reverse]x` be drawn styled. Cells are network strings: text, escaped.
+        cells = tuple(Text(printable(c)) if isinstance(c, str) else c for c in self.cells)
+        object.__setattr__(self, "cells", cells)
 
     def matches(self, needle: str) -> bool:
         return any(needle in _plain(cell).lower() for cell in self.cells)

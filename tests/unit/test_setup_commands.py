@@ -81,7 +81,8 @@ def test_init_host_writes_config_and_a_private_token(
     assert len(token) == 64 and int(token, 16) >= 0
     assert mode_of(node.token_file) == 0o600
     assert f"join token: {token}" in out
-    assert f"krnet init runner --host-address 192.0.2.10 --join-token {token}" in out
+    assert "krnet init runner --host-address 192.0.2.10 --join-token-file FILE" in out
+    assert "KRNET_JOIN_TOKEN" in out and f"--join-token {token}" not in out
     assert str(node.config) in out and "krnet serve" in out
     settings = load_settings().settings
     assert (settings.mode, settings.overlay_enabled) == ("host", True)
@@ -94,7 +95,7 @@ def test_init_host_without_an_address_warns_about_loopback(
     assert code == 0
     assert tomllib.loads(node.config.read_text())["host_reachable_address"] == "127.0.0.1"
     assert "warning: host_reachable_address is 127.0.0.1" in out
-    assert "--host-address HOST_ADDRESS --join-token" in out
+    assert "--host-address HOST_ADDRESS --join-token-file FILE" in out
 
 
 def test_init_refuses_to_overwrite_without_force_and_keeps_the_token(

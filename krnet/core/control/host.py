@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from krnet.core.control.context import HostContext, StoreThread, utc_now
-from krnet.core.control.session import JoinSession
+from krnet.core.control.session import CLOSE_TIMEOUT, JoinSession
 from krnet.core.model.records import ACTIVE
 from krnet.core.protocol.framing import MAX_LINE
 from krnet.errors import KrnetError
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("krnet.host")
 
 MAX_BACKLOG = 4096  # pending connections the kernel may queue (it caps this at somaxconn)
+SEND_BUFFER = 4 * MAX_LINE  # bytes of kernel send queue per connection (SO_SNDBUF)
 
 
 class HostService:
@@ -102,22 +105,28 @@ class HostService:
         self._stopped.set()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection, counted from accept until its socket is gone (not until its task
+        gives up on it: a peer that stops reading would otherwise keep a socket and its send
+        queue past the cap)."""
+        bound_socket(writer, self.settings.handshake_timeout + CLOSE_TIMEOUT)
         session = JoinSession(self.context, reader, writer)
-        if len(self._connections) >= self.settings.max_connections:
-            log.warning(
-                "refused %s: %d connections open (max_connections)",
-                session.peer_ip,
-                len(self._connections),
-            )
-            await session.refuse("busy", "the host has too many connections open; retry")
-            await session.close()
-            return
         task = asyncio.current_task()
         assert task is not None
+        open_before = len(self._connections)
         self._connections.add(task)
         try:
-            await session.run()
+            if open_before >= self.settings.max_connections:
+                log.warning(
+                    "refused %s: %d connections open (max_connections)",
+                    session.peer_ip,
+                    open_before,
+                )
+                await session.refuse("busy", "the host has too many connections open; retry")
+                await session.close()
+            else:
+                await session.run()
         finally:
+            abort_unsent(writer)
             self._connections.discard(task)
 
     # -- timers ----------------------------------------------------------------------------
@@ -165,3 +174,29 @@ class HostService:
             log.error("reconcile failed: %s", exc)
         except Exception:  # the next pass may succeed; the service keeps serving
             log.exception("reconcile failed")
+
+
+def bound_socket(writer: asyncio.StreamWriter, seconds: float) -> None:
+    """What one connection may hold in the kernel, and for how long: a fixed send buffer
+    (SEND_BUFFER; the kernel doubles it for its bookkeeping) instead of one autotuned up to
+    megabytes, and TCP_USER_TIMEOUT, so the kernel resets a connection whose data stays
+    unacknowledged (or unsent behind a zero window) this long, even after it is closed."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
+
+
+def abort_unsent(writer: asyncio.StreamWriter) -> None:
+    """Drop a connection whose peer never took what the host wrote: `close()` would keep the
+    socket, and its queue, as long as the peer answers zero-window probes. SO_LINGER 0 makes
+    the kernel discard the queue and reset the connection instead of keeping an orphan."""
+    transport = writer.transport
+    if transport.get_write_buffer_size() == 0 and transport.is_closing():
+        return
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()

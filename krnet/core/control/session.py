@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from krnet import __version__
@@ -54,6 +55,18 @@ def settings_mismatches(settings: Settings, join: Join) -> list[str]:
         f"{found.rule.reference}: runner {found.reported}, host {found.expected}"
         for found in differences(settings, join)
     ]
+
+
+def tunnel_address_problem(context: HostContext, address: str) -> str | None:
+    """Why the host cannot build a tunnel to a runner's `physical_ip` (the schema has already
+    refused what no tunnel can use); None when it can. Loopback is fine with the overlay off:
+    no tunnel is built then (the protocol tests join over loopback)."""
+    parsed = IPv4Address(address)
+    if parsed in context.plan.network:
+        return f"{address} is inside the overlay network {context.plan.network}"
+    if parsed.is_loopback and context.settings.overlay_enabled:
+        return f"{address} is a loopback address"
+    return None
 
 
 def allocation_for(context: HostContext, runner: RunnerRecord, host_ip: str) -> Allocation:
@@ -161,6 +174,14 @@ class JoinSession:
         """Check settings, allocate an id and build the host's tunnel for a joining runner."""
         context, record = self.context, self.context.record
         who = f"{join.hostname} ({join.physical_ip})"
+        problem = tunnel_address_problem(context, join.physical_ip)
+        if problem is not None:
+            await record.event("refused", f"{who}: bad_request: {problem}")
+            raise ProtocolError(
+                "bad_request",
+                f"physical_ip {problem}: no tunnel can use it; set runner_address to the "
+                "runner's underlay address",
+            )
         mismatches = settings_mismatches(context.settings, join)
         if mismatches:
             text = "; ".join(mismatches)

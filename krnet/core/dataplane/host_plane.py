@@ -20,6 +20,7 @@ from krnet.core.dataplane import firewall, probe
 from krnet.core.dataplane.interfaces import Adoption
 from krnet.core.dataplane.netlink.state import stable_mac
 from krnet.core.model.plan import HOST_DEVICE, OverlayPlan, runner_id_from_tunnel, tunnel_name
+from krnet.errors import KrnetError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -116,15 +117,42 @@ class HostPlane:
         with self._lock:
             # a record read before a release finished must not bring the tunnel back
             known = {r.runner_id: r for r in runners if r.runner_id not in self._released}
-            with self.kernel.session() as links:
-                changes = self._ensure_base(links)
-                changes += self._remove_released(links)
-                for runner_id, record in sorted(known.items()):
-                    changes += self._ensure_tunnel(links, runner_id, record.physical_ip)
-                adopted = self._adopt_unknown_tunnels(links.links, known)
+            changes, adopted = self._reconcile_links(known)
             self._peers = {rid: record.physical_ip for rid, record in known.items()} | adopted
-            changes += self._ensure_firewall()
-            self._report(changes, None)
+            try:  # re-applied whatever the kernel refused above: the guard must not lapse
+                changes += self._ensure_firewall()
+            finally:
+                self._report(changes, None)
+
+    def _reconcile_links(self, known: dict[int, RunnerRecord]) -> tuple[list[str], dict[int, str]]:
+        """The base links and every recorded tunnel, each on its own: one the kernel refuses
+        (a bad record) is an event and a log line, never the end of the pass."""
+        changes: list[str] = []
+        adopted: dict[int, str] = {}
+        try:
+            with self.kernel.session() as links:
+                try:
+                    changes += self._ensure_base(links)
+                except KrnetError as exc:
+                    self._failed(f"{HOST_DEVICE} and forwarding", exc, None)
+                try:
+                    changes += self._remove_released(links)
+                except KrnetError as exc:
+                    self._failed("released tunnels", exc, None)
+                for runner_id, record in sorted(known.items()):
+                    try:
+                        changes += self._ensure_tunnel(links, runner_id, record.physical_ip)
+                    except KrnetError as exc:
+                        self._failed(tunnel_name(runner_id), exc, runner_id)
+                adopted = self._adopt_unknown_tunnels(links.links, known)
+        except KrnetError as exc:  # the link dump itself
+            self._failed("the kernel's links", exc, None)
+        return changes, adopted
+
+    def _failed(self, what: str, exc: KrnetError, runner_id: int | None) -> None:
+        change = f"{what}: not repaired: {exc}"
+        log.error("%s", change)
+        self.events.changed(change, runner_id)
 
     # -- pieces -------------------------------------------------------------------------------
 

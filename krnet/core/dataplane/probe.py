@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import struct
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -222,9 +223,16 @@ def probe_targets(plan: OverlayPlan, runner_ids: Iterable[int]) -> list[ProbeTar
 def write_results(path: Path, results: Mapping[int, ProbeResult], at: datetime) -> None:
     """Publish the host service's results for `krnet doctor` and the TUI (atomic replace)."""
     data = {"written_at": at.isoformat(), "results": encode(dict(results))}
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data), encoding="utf-8")
-    temporary.replace(path)
+    # mkstemp: a fresh O_EXCL name beside the results, never a fixed `.tmp` a symlink can hold
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            os.fchmod(stream.fileno(), 0o644)  # read by `node overlay` and the TUI as any user
+            stream.write(json.dumps(data))
+        os.replace(name, path)
+    except BaseException:
+        os.unlink(name)
+        raise
 
 
 def read_results(path: Path, now: datetime, max_age: float) -> dict[int, ProbeResult]:

@@ -1,8 +1,8 @@
 """Gathering a NodeSnapshot in one pass: record, kernel, sysctls, firewall, Docker and probes.
 
 Each part is read through the module that owns it (the record reader, netlink, firewall,
-dockernet, probe), once. A part that cannot be read becomes a "<part>: <reason>" entry in `errors`, so
-diagnosis says what it could not see instead of failing whole. Blocking: call it from a
+dockernet, probe), once. A part that cannot be read becomes a "<part>: <reason>" entry in
+`errors`, so diagnosis says what it could not see instead of failing whole. Blocking: call it from a
 thread (the TUI's worker) or a plain command, never from a running asyncio loop.
 """
 

@@ -22,6 +22,7 @@ from krnet.core.model.plan import (
 )
 from krnet.core.model.records import ACTIVE, INACTIVE, RunnerRecord
 from krnet.core.model.settings import Mode, Settings
+from krnet.core.model.text import printable
 from krnet.core.observe.diagnose.far_end import far_end_mismatches, judge_far_end
 
 PROBE_STALE_PERIODS = 3  # results older than this many probe intervals are not shown
@@ -110,8 +111,13 @@ def _plan_mismatches(record: RunnerRecord, plan: OverlayPlan) -> list[str]:
 
 
 def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = None) -> str:
-    """The human view, like `kohakuriver node overlay`: totals, then one row per runner."""
+    """The human view, like `kohakuriver node overlay`: totals, then one row per runner.
+
+    Every value is escaped of control characters: a runner's hostname and heartbeat, or a
+    remote host's whole answer, came from the network.
+    """
     runners = _entries(status)
+    status = {key: _cell(value) for key, value in status.items() if key != "runners"}
     summary = [
         f"Overlay network ({status['mode']})",
         f"  Host IP:        {status['host_overlay_ip']}",
@@ -133,7 +139,7 @@ def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = N
         for row in rows
     ]
     notes = [
-        f"runner {entry['runner_id']} ({entry['hostname']}): {problem}"
+        f"runner {_cell(entry['runner_id'])} ({_cell(entry['hostname'])}): {_cell(problem)}"
         for entry in runners
         for problem in _strings(entry.get("mismatches"))
     ]
@@ -164,7 +170,7 @@ def probe_extra(data_dir: Path, settings: Settings, now: datetime) -> dict[int, 
 
 
 def _cell(value: object) -> str:
-    return "-" if value is None or value == "" else str(value)
+    return "-" if value is None or value == "" else printable(str(value))
 
 
 def iso_utc(moment: datetime) -> str:

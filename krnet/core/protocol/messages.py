@@ -26,6 +26,7 @@ from pydantic import (
 
 from krnet.core.model.durations import MAX_DURATION
 from krnet.core.model.records import JoinRequest
+from krnet.core.model.text import printable
 from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
 from krnet.errors import ErrorCode, ProtocolError
 
@@ -35,6 +36,24 @@ MAX_OBSERVED = 16_384  # bytes of a heartbeat's `observed` as canonical JSON: a 
 
 def _ipv4(value: str) -> str:
     IPv4Address(value)
+    return value
+
+
+def _tunnel_address(value: str) -> str:
+    """A runner's underlay address a VXLAN tunnel can send to: one unicast IPv4 host.
+
+    Loopback passes here: it is refused at admission when the host's overlay is on, because
+    only the host knows whether it will build a tunnel (and its overlay network).
+    """
+    address = IPv4Address(value)
+    unusable = (
+        address.is_unspecified
+        or address.is_multicast
+        or address.is_link_local
+        or address.is_reserved  # 240.0.0.0/4, 255.255.255.255 (the limited broadcast) among them
+    )
+    if unusable:
+        raise ValueError(f"{value} is not a unicast address a tunnel can send to")
     return value
 
 
@@ -52,6 +71,7 @@ Port = Annotated[int, Field(ge=1, le=65_535)]
 Mtu = Annotated[int, Field(ge=68, le=65_535)]
 Ipv4 = Annotated[str, AfterValidator(_ipv4)]
 Ipv4Cidr = Annotated[str, AfterValidator(_ipv4_network)]
+TunnelAddress = Annotated[str, AfterValidator(_tunnel_address)]
 Identity = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Hostname = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,253}$")]
 LinkName = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,15}$")]
@@ -76,7 +96,7 @@ class Join(Message):
     nonce: Nonce
     identity: Identity
     hostname: Hostname
-    physical_ip: Ipv4
+    physical_ip: TunnelAddress
     vxlan_id: Vni
     vxlan_port: Port
     mtu: Mtu
@@ -324,9 +344,16 @@ def parse_message(obj: Mapping[str, JsonValue], expected: Sequence[type[Message]
 
 
 def raise_if_error(message: Message, peer: str) -> None:
-    """Turn a peer's `error` message into ProtocolError carrying its code."""
+    """Turn a peer's `error` message into ProtocolError carrying its code.
+
+    An `error` carries no MAC: anyone who answers the connection can write it, so its text is
+    quoted, marked as unauthenticated and escaped (no forged log lines, no terminal escapes).
+    """
     if isinstance(message, Error):
-        raise ProtocolError(message.code, f"{peer} refused ({message.code}): {message.message}")
+        text = printable(message.message)
+        raise ProtocolError(
+            message.code, f'{peer} refused ({message.code}); its unauthenticated message: "{text}"'
+        )
 
 
 def error_frame(code: ErrorCode, message: str) -> bytes:

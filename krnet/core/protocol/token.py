@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,10 +76,14 @@ def read_token(settings: Settings, data_dir: Path) -> str:
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write `path` atomically (temp file, fsync, rename) with exactly `mode`, never wider."""
+    """Write `path` atomically (temp file, fsync, rename) with exactly `mode`, never wider.
+
+    The temporary file comes from mkstemp in the same directory: a fresh name opened with
+    O_EXCL, so no symlink planted at a predictable name is ever followed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
             os.fchmod(stream.fileno(), mode)  # the umask may have narrowed it
@@ -96,10 +101,23 @@ def write_private(path: Path, text: str, mode: int = 0o600) -> None:
         os.close(directory)
 
 
+def private_directory(directory: Path) -> None:
+    """The directory holding the token: created 0700, and tightened (with a warning) when it
+    exists wider, whatever made it."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    found = stat.S_IMODE(directory.stat().st_mode)
+    if found & 0o077:
+        os.chmod(directory, found & 0o700)
+        log.warning(
+            "data dir %s was open to group or others (mode %o): made it 0700", directory, found
+        )
+
+
 def write_token(path: Path, token: str | None = None) -> str:
     """Store `token` (a fresh one by default) in `path`, mode 0600; return it."""
     token = generate_token() if token is None else token
     try:
+        private_directory(path.parent)
         write_private(path, token + "\n")
     except OSError as exc:
         raise ConfigError(f"cannot write the join token file {path}: {exc.strerror}") from None

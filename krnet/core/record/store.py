@@ -7,7 +7,10 @@ and processes; WAL lets readers (`node overlay`, the TUI) run beside a writer.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import asdict, fields
@@ -40,6 +43,22 @@ from krnet.core.record.reader import database_path
 from krnet.core.record.tables import EventRow, RunnerRow
 from krnet.errors import StoreError
 
+SIDECARS = ("-wal", "-shm")  # SQLite's WAL files hold the same rows as the database
+log = logging.getLogger("krnet.record")
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """`path` at most `mode` (the data dir 0700, the database 0600): the record holds runner
+    identities. An existing wider one is fixed, with a warning."""
+    try:
+        found = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if found & ~mode:
+        os.chmod(path, found & mode)
+        log.warning("%s was mode %o, open to group or others: made it %o", path, found, mode)
+
+
 _EVENT_KINDS = {"new": "join", "returning": "rejoin", "reclaimed": "reclaim"}
 RELEASE_EVENT = "release"  # `krnet node release|prune` freed the id
 
@@ -52,12 +71,19 @@ class Store:
         """The store of a data dir, creating the dir (0700) and the schema when missing."""
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # created 0600 before SQLite opens it: its WAL files take the database's mode
+            os.close(os.open(database_path(data_dir), os.O_WRONLY | os.O_CREAT, 0o600))
         except OSError as exc:
             raise StoreError(
                 f"cannot create data dir {data_dir} ({exc.strerror}): set --data-dir or "
                 "KRNET_DATA_DIR to a writable directory"
             ) from exc
-        return cls(database_path(data_dir), busy_timeout=busy_timeout)
+        store = cls(database_path(data_dir), busy_timeout=busy_timeout)
+        # once the record is known to be ours (a refused one is left exactly as it was)
+        _tighten(data_dir, 0o700)
+        for path in (store.path, *(store.path.with_name(store.path.name + s) for s in SIDECARS)):
+            _tighten(path, 0o600)
+        return store
 
     def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = path
