@@ -51,6 +51,7 @@ Mtu = Annotated[int, Field(ge=68, le=65_535)]
 Ipv4 = Annotated[str, AfterValidator(_ipv4)]
 Ipv4Cidr = Annotated[str, AfterValidator(_ipv4_network)]
 Identity = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+RunnerKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Hostname = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,253}$")]
 LinkName = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,15}$")]
 
@@ -132,9 +133,10 @@ class _SignedAllocation(Allocation):
 
 
 class Welcome(_SignedAllocation):
-    """The host's answer to a join: the runner's allocation."""
+    """The host's answer to a join: the runner's allocation, and at enrolment its new key."""
 
     type: Literal["welcome"]
+    runner_key: RunnerKey | None = None  # only in the welcome of an enrolment
 
 
 class HeartbeatAck(_SignedAllocation):

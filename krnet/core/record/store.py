@@ -27,6 +27,7 @@ from krnet.core.model.records import (
     EventRecord,
     JoinRequest,
     RunnerRecord,
+    identity_hash,
 )
 from krnet.core.record.database import (
     BEGIN_MODE,
@@ -40,7 +41,12 @@ from krnet.core.record.reader import database_path
 from krnet.core.record.tables import EventRow, RunnerRow
 from krnet.errors import StoreError
 
-_EVENT_KINDS = {"new": "join", "returning": "rejoin", "reclaimed": "reclaim"}
+_EVENT_KINDS = {
+    "new": "join",
+    "returning": "rejoin",
+    "reclaimed": "reclaim",
+    "reenrolled": "reenrol",
+}
 
 
 class Store:
@@ -81,17 +87,27 @@ class Store:
         self.close()
 
     def allocate(
-        self, request: JoinRequest, *, plan: OverlayPlan, now: datetime
+        self,
+        request: JoinRequest,
+        *,
+        plan: OverlayPlan,
+        now: datetime,
+        proven: int | None = None,
+        runner_key: str | None = None,
     ) -> tuple[AllocationDecision, RunnerRecord]:
-        """Give a joining runner its id (allocator policy) and record it, in one transaction."""
+        """Give a joining runner its id (allocator policy) and record it, in one transaction.
+
+        `proven`: the id whose key the join proved (it keeps its key). Otherwise the join is an
+        enrolment and `runner_key` the key the host issues it (docs/protocol.md, "Enrolment").
+        """
         with self._session(write=True) as session:
             rows = session.exec(select(RunnerRow)).all()
-            decision = choose_runner_id([_record(row) for row in rows], request, plan.max_runners)
+            records = [_record(row) for row in rows]
+            decision = choose_runner_id(records, request, plan.max_runners, proven=proven)
             addresses = plan.runner(decision.runner_id)
             row = session.get(RunnerRow, decision.runner_id)
             returning = decision.kind == "returning"
             first_seen = row.first_seen if row is not None and returning else now
-            # a returning record with an identity has this same one
             joined = _joined(
                 decision.runner_id,
                 request,
@@ -101,6 +117,8 @@ class Store:
                 now=now,
             )
             row = _row(joined, row)
+            if decision.runner_id != proven:
+                row.runner_key = runner_key
             session.add(row)
             kind = _EVENT_KINDS[decision.kind]
             _log(session, now, kind, _join_message(decision, row), row.runner_id)
@@ -187,7 +205,7 @@ class Store:
                 return _record(row)
             adopted = RunnerRecord(
                 runner_id=runner_id,
-                identity=None,
+                identity_hash=None,
                 hostname=f"unknown-{runner_id}",
                 physical_ip=physical_ip,
                 vni=vni,
@@ -208,6 +226,16 @@ class Store:
             _log(session, now, "adopt", message, runner_id)
             session.flush()
             return _record(row)
+
+    def credentials(self, identity: str) -> tuple[int, str] | None:
+        """The id and per-runner key of the enrolled runner with this identity, or None."""
+        with self._session() as session:
+            row = session.exec(
+                select(RunnerRow).where(RunnerRow.identity_hash == identity_hash(identity))
+            ).first()
+            if row is None or row.runner_key is None:
+                return None
+            return row.runner_id, row.runner_key
 
     def runners(self) -> list[RunnerRecord]:
         with self._session() as session:
@@ -310,9 +338,11 @@ def _joined(
     now: datetime,
 ) -> RunnerRecord:
     """The record of a runner that has just joined with `request`: active as of `now`."""
+    said = asdict(request)
     return RunnerRecord(
         runner_id=runner_id,
-        **asdict(request),
+        identity_hash=identity_hash(said.pop("identity")),
+        **said,
         vni=vni,
         subnet=subnet,
         status=ACTIVE,
@@ -342,6 +372,12 @@ def _join_message(decision: AllocationDecision, row: RunnerRow) -> str:
     previous = decision.previous
     if previous is None:
         return f"{who} joined: {row.subnet}, VNI {row.vni}"
+    if decision.kind == "reenrolled":
+        since = previous.last_seen.isoformat()
+        return (
+            f"{who} re-enrolled: a new runner key for {row.hostname}, whose old key has not "
+            f"been heard from since {since}"
+        )
     if decision.kind == "reclaimed":
         since = previous.last_seen.isoformat()
         return f"{who} joined, reclaiming the id of {previous.hostname} (silent since {since})"
