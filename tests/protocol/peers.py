@@ -20,6 +20,7 @@ import pytest
 from krnet.core.control.host import HostService
 from krnet.core.control.planes import NullHostDataPlane
 from krnet.core.model.settings import Settings
+from krnet.core.protocol.channel import mac_key
 from krnet.core.protocol.client import HostConnection
 from krnet.core.protocol.framing import MAX_LINE
 from krnet.core.protocol.messages import Allocation, Welcome
@@ -91,11 +92,19 @@ async def connect(port: int, token: str = TOKEN) -> HostConnection:
     return await HostConnection.open("127.0.0.1", port, token, timeout=60.0)
 
 
+RUNNER_KEYS: dict[str, str] = {}  # identity -> the key its enrolment got (cleared per test)
+
+
 async def join(port: int, token: str = TOKEN, **fields: Any) -> tuple[HostConnection, Allocation]:
-    """Join over a fresh connection; the connection stays open for heartbeats."""
-    connection = await connect(port, token)
-    await connection.send_first("join", join_fields(**fields))
+    """Join over a fresh connection, as a runner does: signed by the key this identity was
+    given at enrolment, if any; the connection stays open for heartbeats."""
+    message = join_fields(**fields)
+    connection = await connect(port, mac_key(token, RUNNER_KEYS.get(message["identity"])))
+    await connection.send_first("join", message)
     welcome = await connection.receive(Welcome)
+    if welcome.runner_key is not None:
+        RUNNER_KEYS[message["identity"]] = welcome.runner_key
+        connection.channel.enrol(token, welcome.runner_key)
     return connection, welcome.allocation()
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from krnet.core.control.agent import BACKOFF_CAP, RunnerAgent, backoff_delays, load_identity
 from krnet.core.control.planes import NullRunnerDataPlane
+from krnet.core.model.records import identity_hash
 from krnet.core.model.settings import Settings
 from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel
 from krnet.core.protocol.client import HostConnection
@@ -87,14 +88,15 @@ async def test_agent_joins_applies_and_records_its_allocation(
     assert (allocation.runner_id, allocation.subnet) == (1, "10.1.0.0/16")
     [record] = host.store.runners()
     assert record.hostname == socket.gethostname()
-    assert record.identity == load_identity(tmp_path / "runner")
+    assert record.identity_hash == identity_hash(load_identity(tmp_path / "runner"))
     assert record.observed["applied"] == {
         "runner_id": 1,
         "vni": 101,
         "subnet": "10.1.0.0/16",
         "mtu": 1450,
     }
-    assert (mine.runner_id, mine.hostname, mine.identity) == (1, record.hostname, record.identity)
+    assert (mine.runner_id, mine.hostname) == (1, record.hostname)
+    assert mine.identity_hash == record.identity_hash
     assert (mine.subnet, mine.vni, mine.status) == ("10.1.0.0/16", 101, "active")
 
 
