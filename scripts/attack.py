@@ -46,12 +46,11 @@ from tests.attack.hostile import (  # noqa: E402
     run_case,
     runners_by_id,
 )
-from tests.protocol.peers import connect, join_fields, join_once  # noqa: E402
+from tests.protocol.peers import TOKEN, connect, fake_host, join_fields, join_once  # noqa: E402
 from tests.protocol.test_member_attacks import (  # noqa: E402
     HOSTILE,
     agent_for,
     everything_a_status_client_reads,
-    hostile_host,
 )
 
 
@@ -202,7 +201,7 @@ async def identity_theft_phase(host: HostProcess, data_dir: Path) -> None:
 async def impostor_host_phase(data_dir: Path) -> None:
     """A member answers a new runner's join with overlay 0.0.0.0/0 and bridge wg0."""
     seen: list[dict[str, object]] = []
-    server = await asyncio.start_server(hostile_host(seen, HOSTILE), "127.0.0.1", 0)
+    server = await asyncio.start_server(fake_host(seen, HOSTILE, TOKEN), "127.0.0.1", 0)
     dataplane = NullRunnerDataPlane()
     agent = agent_for(server.sockets[0].getsockname()[1], data_dir / "runner", dataplane)
     task = asyncio.create_task(agent.run())

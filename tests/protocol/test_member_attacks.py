@@ -12,10 +12,8 @@ real agent, loopback sockets), so each is shown to fail on that code.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,11 +22,18 @@ import pytest
 from krnet.core.control.agent import RunnerAgent
 from krnet.core.control.planes import NullRunnerDataPlane
 from krnet.core.model.settings import Settings
-from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel
-from krnet.core.protocol.framing import MAX_LINE, encode_frame
+from krnet.core.protocol.framing import MAX_LINE
 from krnet.core.protocol.messages import Allocation, StatusRequest, Welcome
 from krnet.errors import ProtocolError
-from tests.protocol.peers import TOKEN, RunningHost, connect, join_fields, wait_until
+from tests.protocol.peers import (
+    IMPOSTOR_ALLOCATION,
+    TOKEN,
+    RunningHost,
+    connect,
+    fake_host,
+    join_fields,
+    wait_until,
+)
 
 RUNNER_SETTINGS = Settings(mode="runner", host_address="127.0.0.1", handshake_timeout=2.0)
 
@@ -80,41 +85,11 @@ async def test_a_member_cannot_read_identities_nor_join_as_another_runner(
         await asyncio.wait_for(task, 10)
 
 
-def hostile_host(
-    seen: list[dict[str, object]], allocation: Allocation
-) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]:
-    """A member posing as the host: it holds the token and signs a hostile welcome with it."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonce = "2" * 32
-        hello = {"type": "hello", "version": 1, "nonce": nonce, "server": "krnet 0.1.0"}
-        writer.write(encode_frame(hello))
-        join = json.loads(await reader.readline())
-        seen.append(join)
-        channel = Channel(TOKEN, nonce, join["nonce"], HOST_TO_RUNNER)
-        writer.write(channel.seal({"type": "welcome", **allocation.model_dump()}))
-        await writer.drain()
-        await reader.read()
-        writer.close()
-
-    return serve
-
-
-HOSTILE = Allocation(
-    runner_id=1,
-    vni=101,
-    subnet="10.1.0.0/16",
-    gateway="10.1.0.1",
-    host_overlay_ip="10.0.0.1",
-    host_ip_on_subnet="10.1.0.254",
-    host_physical_ip="203.0.113.66",
-    runner_physical_ip="127.0.0.1",
-    overlay_cidr="0.0.0.0/0",  # the default route into the overlay, FORWARD and NAT for all
-    bridge_name="wg0",  # an existing link of the runner's, deleted as "not a bridge"
-    mtu=1450,
-    vxlan_port=4789,
-    vxlan_id=100,
-    heartbeat_interval=1.0,
+HOSTILE = IMPOSTOR_ALLOCATION.model_copy(
+    update={
+        "overlay_cidr": "0.0.0.0/0",  # the default route into the overlay, FORWARD and NAT
+        "bridge_name": "wg0",  # an existing link of the runner's, deleted as "not a bridge"
+    }
 )
 
 
@@ -128,7 +103,7 @@ async def test_a_member_posing_as_the_host_gets_nothing_configured(
 ) -> None:
     seen: list[dict[str, object]] = []
     server = await asyncio.start_server(
-        hostile_host(seen, allocation), "127.0.0.1", 0, limit=MAX_LINE
+        fake_host(seen, allocation, TOKEN), "127.0.0.1", 0, limit=MAX_LINE
     )
     port = server.sockets[0].getsockname()[1]
     dataplane = NullRunnerDataPlane()

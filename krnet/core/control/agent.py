@@ -67,33 +67,28 @@ def load_identity(data_dir: Path) -> str:
     else:
         with os.fdopen(descriptor, "w", encoding="ascii") as stream:
             stream.write(uuid.uuid4().hex + "\n")
-    try:
-        identity = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the runner identity {path}: {exc}") from None
-    if not _IDENTITY.fullmatch(identity):
-        raise ConfigError(
-            f"{path} does not hold a runner identity (32 hex digits): delete it and krnet "
-            "makes a new one (the host then treats this runner as new)"
-        )
-    return identity
+    fix = "delete it and krnet makes a new one (the host then treats this runner as new)"
+    return _read_secret(path, _IDENTITY, "a runner identity (32 hex digits)", fix)
 
 
 def load_runner_key(data_dir: Path) -> str | None:
     """The per-runner key kept beside the identity, or None before this runner is enrolled."""
     path = data_dir / KEY_FILE
-    try:
-        key = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
+    if not path.exists():
         return None
+    fix = "delete it and this runner enrols again at its next join (once its old key is inactive)"
+    return _read_secret(path, _KEY, "a runner key (64 hex digits)", fix)
+
+
+def _read_secret(path: Path, pattern: re.Pattern[str], what: str, fix: str) -> str:
+    """The one line of `path`, which must match `pattern`; else one error naming the fix."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the runner key {path}: {exc}") from None
-    if not _KEY.fullmatch(key):
-        raise ConfigError(
-            f"{path} does not hold a runner key (64 hex digits): delete it and this runner "
-            "enrols again at its next join (while its old key is inactive on the host)"
-        )
-    return key
+        raise ConfigError(f"cannot read {path} ({what}): {exc}") from None
+    if not pattern.fullmatch(text):
+        raise ConfigError(f"{path} does not hold {what}: {fix}")
+    return text
 
 
 def save_runner_key(data_dir: Path, key: str) -> None:
