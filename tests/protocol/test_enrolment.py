@@ -134,3 +134,19 @@ async def test_a_welcome_carries_a_key_only_at_enrolment(host: RunningHost) -> N
     returning = await connection.receive(Welcome)
     await connection.close()
     assert returning.runner_key is None and returning.runner_id == welcome.runner_id
+
+
+async def test_a_runner_that_never_got_its_enrolment_welcome_enrols_again_at_once(
+    host: RunningHost,
+) -> None:
+    identity = uuid.uuid4().hex
+    lost = await connect(host.port)
+    await lost.send_first("join", join_fields(identity))
+    first = await lost.receive(Welcome)  # the runner crashed before it kept this key
+    await lost.close()
+    connection, again = await join(host.port, identity=identity)
+    await connection.close()
+    assert again.runner_id == first.runner_id
+    assert RUNNER_KEYS[identity] != first.runner_key
+    assert host.store.credentials(identity) == (first.runner_id, RUNNER_KEYS[identity])
+    assert len(events(host, "reenrol")) == 1

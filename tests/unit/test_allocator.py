@@ -77,7 +77,7 @@ def test_a_runner_that_proved_its_key_keeps_its_id_whatever_its_hostname() -> No
 
 
 def test_an_enrolled_runner_is_never_taken_by_its_identity_or_hostname_while_active() -> None:
-    records = [record(1, "runner-a", "192.0.2.10", identity="machine-a")]
+    records = [record(1, "runner-a", "192.0.2.10", identity="machine-a", seen=5)]
     for other in (
         request("runner-a", "192.0.2.99", "machine-b"),  # its hostname
         request("thief", "192.0.2.99", "machine-a"),  # its identity, read off the wire
@@ -91,6 +91,17 @@ def test_a_reinstalled_runner_is_re_enrolled_on_its_id_once_the_old_one_is_inact
     records = [record(1, "runner-a", identity="machine-a", status=INACTIVE)]
     decision = choose_runner_id(records, request("runner-a", identity="machine-b"), 255)
     assert (decision.runner_id, decision.kind, decision.previous) == (1, "reenrolled", records[0])
+
+
+def test_an_enrolment_whose_welcome_was_lost_is_retried_at_once_by_the_same_identity() -> None:
+    unused = record(1, "runner-a", identity="machine-a")  # enrolled, its key never used
+    decision = choose_runner_id([unused], request("runner-a", identity="machine-a"), 255)
+    assert (decision.runner_id, decision.kind) == (1, "reenrolled")
+    used = replace(unused, observed={"mtu": 1450})  # a heartbeat proved the key
+    with pytest.raises(AlreadyEnrolledError):
+        choose_runner_id([used], request("runner-a", identity="machine-a"), 255)
+    with pytest.raises(AlreadyEnrolledError):  # another identity: never
+        choose_runner_id([unused], request("runner-a", identity="machine-b"), 255)
 
 
 def test_an_enrolling_runner_claims_the_anonymous_record_of_its_hostname() -> None:

@@ -68,7 +68,10 @@ def find_returning(records: Sequence[RunnerRecord], request: JoinRequest) -> Run
     the identity travels in clear, only the key proves it. Matching rule, first hit wins:
     1. an enrolled record of the same hostname (or identity), only while it is inactive: a
        reinstalled runner that lost its key is re-enrolled on its old id. While it is active
-       the join is refused (AlreadyEnrolledError): another machine holds that runner's key;
+       the join is refused (AlreadyEnrolledError): another machine holds that runner's key.
+       Except for the same identity while the key is unused (no heartbeat, no join with it
+       since the enrolment): that runner never got its welcome (a crash, a cut), and only
+       someone who saw its join on the wire knows the identity, who saw the key too;
     2. same hostname, among records that are not enrolled (adopted from the kernel);
     3. same physical address, among records not enrolled that are inactive.
 
@@ -84,7 +87,7 @@ def find_returning(records: Sequence[RunnerRecord], request: JoinRequest) -> Run
         and (record.hostname == request.hostname or record.identity_hash == claimed)
     ]
     for record in enrolled:
-        if record.status == ACTIVE:
+        if record.status == ACTIVE and not (record.identity_hash == claimed and _unused(record)):
             raise AlreadyEnrolledError(
                 f"{record.hostname} is enrolled as runner {record.runner_id}, which is active "
                 f"(last seen {record.last_seen.isoformat()}): only the machine holding its runner "
@@ -105,3 +108,8 @@ def find_returning(records: Sequence[RunnerRecord], request: JoinRequest) -> Run
         if matches:
             return max(matches, key=lambda record: (record.last_seen, -record.runner_id))
     return None
+
+
+def _unused(record: RunnerRecord) -> bool:
+    """No heartbeat and no join proved the key since the enrolment that wrote this record."""
+    return not record.observed and record.last_seen == record.first_seen
