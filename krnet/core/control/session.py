@@ -182,17 +182,21 @@ class JoinSession:
         the enrolled runner its identity names (docs/protocol.md, "Enrolment")."""
         record = self.context.record
         credentials = await record.run(record.store.credentials, join.identity)
-        if credentials is None:
-            raise ProtocolError(
-                "auth_failed",
-                "message authentication failed: signed neither by this cluster's join token "
-                "nor by the key of a runner this host enrolled (a runner whose host lost its "
-                "record: delete runner_key in the runner's data dir to enrol again)",
-            )
-        runner_id, runner_key = credentials
-        self.channel.token = mac_key(self.context.token, runner_key)
-        self.channel.check(obj, sequenced=False)
-        self._proven = runner_id
+        if credentials is not None:
+            runner_id, runner_key = credentials
+            self.channel.token = mac_key(self.context.token, runner_key)
+            with contextlib.suppress(ProtocolError):
+                self.channel.check(obj, sequenced=False)
+                self._proven = runner_id
+                return
+        # one answer whether or not the identity is enrolled: it tells a peer nothing
+        raise ProtocolError(
+            "auth_failed",
+            "message authentication failed: signed neither by this cluster's join token nor "
+            "by a runner key this host issued (compare join_token / join_token_file / "
+            "KRNET_JOIN_TOKEN with `krnet token` on the host; a runner whose host lost its "
+            "record: delete runner_key in the runner's data dir to enrol again)",
+        )
 
     async def _admit(
         self, join: Join, host_ip: str, runner_key: str | None
