@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from krnet.core.protocol.channel import mac_key
 from krnet.core.protocol.client import HostConnection
 from krnet.core.protocol.messages import HeartbeatAck, Welcome, applied_of
 
@@ -39,14 +40,17 @@ class SimRunner:
     identity: str
     hostname: str
     physical_ip: str
+    runner_key: str | None = None  # the key an earlier enrolment gave it, if any
 
 
 async def join(
     host: str, port: int, token: str, runner: SimRunner, timeout: float = 120.0
 ) -> tuple[float, HostConnection, Welcome]:
-    """One runner's join: seconds from connect to a verified welcome, the open connection."""
+    """One runner's join: seconds from connect to a verified welcome, the open connection
+    (keyed by the runner key from then on, as the agent's; a new key is in the welcome)."""
     started = time.perf_counter()
-    connection = await HostConnection.open(host, port, token, timeout=timeout)
+    key = mac_key(token, runner.runner_key)
+    connection = await HostConnection.open(host, port, key, timeout=timeout)
     try:
         fields = {
             "identity": runner.identity,
@@ -55,6 +59,8 @@ async def join(
         }
         await connection.send_first("join", fields | MUST_MATCH)
         welcome = await connection.receive(Welcome)
+        if welcome.runner_key is not None:
+            connection.channel.enrol(token, welcome.runner_key)
     except BaseException:
         await connection.close()
         raise

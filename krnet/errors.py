@@ -43,6 +43,10 @@ class PoolExhaustedError(KrnetError):
     """Every runner id is taken by an active runner."""
 
 
+class AlreadyEnrolledError(KrnetError):
+    """A join without a runner key names the hostname of an enrolled runner that is active."""
+
+
 ErrorCode: TypeAlias = Literal[  # the wire `error` codes (docs/protocol.md, `error`)
     "bad_request",
     "frame_too_large",
@@ -55,6 +59,7 @@ ErrorCode: TypeAlias = Literal[  # the wire `error` codes (docs/protocol.md, `er
     "busy",
     "unknown_runner",
     "runner_active",
+    "already_enrolled",
 ]
 
 

@@ -5,7 +5,10 @@ handshake_timeout 10 s; the overlay disabled, so no root is needed); everything 
 this process over loopback. Prints, per phase: join latency with and without 1,000 slow
 connections held open, `busy` refusals past the limit, how long the slow connections are
 held, the host's resident memory before, during and after, and the fuzzer's throughput and
-outcomes, then checks that the record changed only by the real joins.
+outcomes, then checks that the record changed only by the real joins. Then two attacks by a
+member that holds the cluster token: identity theft (read the identities from the status,
+join as a live runner from another address) and an impostor host (answer a runner's join with
+a hostile allocation signed by the token).
 
     .venv/bin/python scripts/attack.py [--flood 1000] [--joins 50] [--fuzz-examples 3000]
 """
@@ -28,6 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
+from krnet.core.control.planes import NullRunnerDataPlane  # noqa: E402
+from krnet.core.protocol.messages import Welcome  # noqa: E402
+from krnet.errors import ProtocolError  # noqa: E402
 from tests.attack.hostile import (  # noqa: E402
     CASES,
     HostProcess,
@@ -40,7 +46,12 @@ from tests.attack.hostile import (  # noqa: E402
     run_case,
     runners_by_id,
 )
-from tests.protocol.peers import join_once  # noqa: E402
+from tests.protocol.peers import TOKEN, connect, fake_host, join_fields, join_once  # noqa: E402
+from tests.protocol.test_member_attacks import (  # noqa: E402
+    HOSTILE,
+    agent_for,
+    everything_a_status_client_reads,
+)
 
 
 def lift_open_files() -> int:
@@ -158,6 +169,51 @@ def fuzz_phase(host: HostProcess, examples: int) -> None:
     )
 
 
+async def identity_theft_phase(host: HostProcess, data_dir: Path) -> None:
+    """A live runner; a member reads the status and joins as it from 203.0.113.66."""
+    victim = agent_for(host.port, data_dir / "victim", NullRunnerDataPlane())
+    task = asyncio.create_task(victim.run())
+    try:
+        while not any(r["hostname"] == victim.hostname for r in host.overlay()["runners"]):
+            await asyncio.sleep(0.2)
+        seen = await everything_a_status_client_reads(host.port)
+        thief = await connect(host.port)
+        try:
+            await thief.send_first(
+                "join", join_fields(victim.identity, victim.hostname, "203.0.113.66")
+            )
+            try:
+                outcome = f"welcomed as runner {(await thief.receive(Welcome)).runner_id}"
+            except ProtocolError as exc:
+                outcome = f"refused ({exc.code})"
+        finally:
+            await thief.close()
+        [record] = [r for r in host.overlay()["runners"] if r["hostname"] == victim.hostname]
+    finally:
+        victim.stop()
+        await asyncio.wait_for(task, 10)
+    print(
+        f"identity theft: identity in the status answers: {victim.identity.encode() in seen}; "
+        f"join as the victim: {outcome}; victim's tunnel address {record['physical_ip']}"
+    )
+
+
+async def impostor_host_phase(data_dir: Path) -> None:
+    """A member answers a new runner's join with overlay 0.0.0.0/0 and bridge wg0."""
+    seen: list[dict[str, object]] = []
+    server = await asyncio.start_server(fake_host(seen, HOSTILE, TOKEN), "127.0.0.1", 0)
+    dataplane = NullRunnerDataPlane()
+    agent = agent_for(server.sockets[0].getsockname()[1], data_dir / "runner", dataplane)
+    task = asyncio.create_task(agent.run())
+    while len(seen) < 2:
+        await asyncio.sleep(0.1)
+    agent.stop()
+    await asyncio.wait_for(task, 10)
+    server.close()
+    applied = sum(name == "apply" for name, _ in dataplane.calls)
+    print(f"impostor host: {len(seen)} joins answered with a hostile welcome; applied {applied}")
+
+
 def main(arguments: argparse.Namespace) -> None:
     hard = lift_open_files()
     with tempfile.TemporaryDirectory(prefix="krt-attack-") as directory:
@@ -166,6 +222,8 @@ def main(arguments: argparse.Namespace) -> None:
             print(f"krnet attack campaign: load {load}, open-files limit {hard}, loopback")
             asyncio.run(flood_phase(host, arguments.flood, arguments.joins))
             fuzz_phase(host, arguments.fuzz_examples)
+            asyncio.run(identity_theft_phase(host, Path(directory)))
+            asyncio.run(impostor_host_phase(Path(directory)))
             rss = host.rss_kib()
         log = host.log
         tracebacks = log.count("Traceback")

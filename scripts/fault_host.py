@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.scalelab import ScaleLab, claimed_address  # noqa: E402
-from krnet.core.model.records import RunnerRecord  # noqa: E402
+from krnet.core.model.records import RunnerRecord, identity_hash  # noqa: E402
 from krnet.core.record.reader import database_path, read_runners  # noqa: E402
 from krnet.lab.cluster import HOST_UNDERLAY  # noqa: E402
 from krnet.lab.proofs import ProofFailed  # noqa: E402
@@ -43,6 +43,7 @@ SWARM_TIMEOUT = 900.0
 
 # (identity, hostname, claimed underlay address)
 Runner = tuple[str, str, str]
+RUNNER_KEYS: dict[str, str] = {}  # identity -> the key its enrolment got, kept across swarms
 
 
 # -- runners, and what is compared (pure) ------------------------------------------------------
@@ -60,13 +61,13 @@ def duplicate_ids(records: list[RunnerRecord]) -> list[str]:
     holder: dict[str, int] = {}
     problems = []
     for record in records:
-        if record.identity in holder:
+        if record.identity_hash in holder:
             problems.append(
-                f"identity {record.identity[:8]} holds ids {holder[record.identity]} and "
-                f"{record.runner_id}"
+                f"identity hash {record.identity_hash[:8]} holds ids "
+                f"{holder[record.identity_hash]} and {record.runner_id}"
             )
-        if record.identity is not None:
-            holder[record.identity] = record.runner_id
+        if record.identity_hash is not None:
+            holder[record.identity_hash] = record.runner_id
     return problems
 
 
@@ -77,6 +78,16 @@ def changed_ids(before: dict[str, int], after: dict[str, int]) -> list[str]:
         for identity, runner_id in sorted(before.items(), key=lambda item: item[1])
         if after.get(identity) != runner_id
     ]
+
+
+def recorded_ids(records: list[RunnerRecord], runners: list[Runner]) -> dict[str, int]:
+    """Each runner's id in the record (which keeps only a hash of each identity)."""
+    ids_by_hash = {r.identity_hash: r.runner_id for r in records if r.identity_hash is not None}
+    return {
+        identity: ids_by_hash[identity_hash(identity)]
+        for identity, _, _ in runners
+        if identity_hash(identity) in ids_by_hash
+    }
 
 
 def ids(outcomes: dict[str, int | str]) -> dict[str, int]:
@@ -96,6 +107,7 @@ class HostLab(ScaleLab):
         self.cluster.stop(self.host)
         self.cluster.krnet(self.host, "cleanup", "--yes")
         shutil.rmtree(self.host.data_dir, ignore_errors=True)
+        RUNNER_KEYS.clear()
 
     def alive(self) -> bool:
         return self.host.serve is not None and self.host.serve.poll() is None
@@ -127,7 +139,8 @@ class HostLab(ScaleLab):
             stderr=subprocess.DEVNULL,
         )
         assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(json.dumps({"token": self.cluster.token, "runners": runners}).encode())
+        request = {"token": self.cluster.token, "runners": runners, "keys": RUNNER_KEYS}
+        process.stdin.write(json.dumps(request).encode())
         process.stdin.close()
         outcomes: dict[str, int | str] = {}
         timer = threading.Timer(kill_delay or 0.0, self.kill)
@@ -138,6 +151,8 @@ class HostLab(ScaleLab):
                     timer.start()
                 if "identity" in result:
                     outcomes[result["identity"]] = result.get("runner_id") or result["error"]
+                if result.get("runner_key"):
+                    RUNNER_KEYS[result["identity"]] = result["runner_key"]
                 if kill_after is not None and len(ids(outcomes)) >= kill_after:
                     self.kill()
         finally:
@@ -216,7 +231,7 @@ def kill_round(lab: HostLab, count: int, rng: random.Random, *, early: bool) -> 
     lab.start_host()
     records = lab.records()
     problems = disagreements(lab, records)
-    recorded = {r.identity: r.runner_id for r in records if r.identity is not None}
+    recorded = recorded_ids(records, runners)
     problems += [f"in the record: {problem}" for problem in changed_ids(welcomed, recorded)]
     second = lab.swarm(runners)
     rejoined = ids(second)
@@ -230,7 +245,7 @@ def kill_round(lab: HostLab, count: int, rng: random.Random, *, early: bool) -> 
         problems.append("two runners were welcomed with the same id")
     final = lab.records()
     problems += [f"at the end: {problem}" for problem in disagreements(lab, final)]
-    final_ids = {r.identity: r.runner_id for r in final if r.identity is not None}
+    final_ids = recorded_ids(final, runners)
     problems += [f"in the final record: {p}" for p in changed_ids(rejoined, final_ids)]
     return KillRound(
         runners=count,
@@ -292,7 +307,7 @@ def join_while_locked(lab: HostLab, rng: random.Random) -> LockedJoin:
         alive = lab.alive()
     unchanged = lab.records() == before
     retried = lab.swarm(runners[2:])[runners[2][0]]
-    final = {r.identity: r.runner_id for r in lab.records() if r.identity is not None}
+    final = recorded_ids(lab.records(), runners)
     return LockedJoin(str(refusal), alive, unchanged, retried, not changed_ids(earlier, final))
 
 
@@ -307,14 +322,15 @@ async def _swarm(host: str, port: int) -> None:
     request = json.loads(sys.stdin.read())
 
     async def one(identity: str, hostname: str, address: str) -> None:
-        runner = SimRunner(identity, hostname, address)
+        runner = SimRunner(identity, hostname, address, request["keys"].get(identity))
         try:
             _, connection, welcome = await join(host, port, request["token"], runner, JOIN_TIMEOUT)
         except Exception as exc:
             code = getattr(exc, "code", type(exc).__name__)
             _emit({"identity": identity, "error": f"[{code}] {exc}"})
             return
-        _emit({"identity": identity, "runner_id": welcome.runner_id})
+        key = welcome.runner_key
+        _emit({"identity": identity, "runner_id": welcome.runner_id, "runner_key": key})
         await connection.close()
 
     _emit({"started": True})

@@ -27,6 +27,7 @@ from krnet.core.protocol.channel import (
     RUNNER_TO_HOST,
     Channel,
     compute_mac,
+    mac_key,
     new_nonce,
 )
 from krnet.core.protocol.framing import MAX_LINE
@@ -339,7 +340,7 @@ def run_case(port: int, case: RawBytes | SignedFirst | Session) -> Outcome:
         elif isinstance(case, SignedFirst):
             _signed_first(peer, case, outcome)
         else:
-            _session(peer, case, outcome)
+            _session(peer, port, case, outcome)
     finally:
         peer.close(reset=isinstance(case, RawBytes) and case.reset)
     return outcome
@@ -397,6 +398,8 @@ def _signed_first(peer: Peer, case: SignedFirst, outcome: Outcome) -> None:
             )
         return
     allowed = {"bad_request", "unsupported_version", "settings_mismatch", "frame_too_large"}
+    if case.kind == "join":  # its identity enrolled in an earlier case, and is active
+        allowed.add("already_enrolled")
     if case.field == "mac":
         allowed.add("auth_failed")
     outcome.codes.append(refused(lines, allowed))
@@ -404,17 +407,23 @@ def _signed_first(peer: Peer, case: SignedFirst, outcome: Outcome) -> None:
 
 FUZZ_JOIN_IDENTITY = uuid.UUID(int=0xF011).hex
 FUZZ_IDENTITY = uuid.UUID(int=0xF022).hex
+SESSION_KEYS: dict[int, str] = {}  # host port -> the runner key FUZZ_IDENTITY enrolled with
 
 
-def _session(peer: Peer, case: Session, outcome: Outcome) -> None:
-    channel = Channel(TOKEN, peer.hello["nonce"], new_nonce(), RUNNER_TO_HOST)
+def _session(peer: Peer, port: int, case: Session, outcome: Outcome) -> None:
+    key = mac_key(TOKEN, SESSION_KEYS.get(port))
+    channel = Channel(key, peer.hello["nonce"], new_nonce(), RUNNER_TO_HOST)
     fields = {"type": "join", "version": 1, "nonce": channel.runner_nonce}
     fields |= join_fields(FUZZ_IDENTITY, "fuzz-session", physical_ip="192.0.2.30")
     peer.send(channel.seal(fields, sequenced=False))
     welcome = peer.line()
     assert welcome is not None and welcome["type"] == "welcome", welcome
-    host = Channel(TOKEN, peer.hello["nonce"], channel.runner_nonce, RUNNER_TO_HOST)
+    host = Channel(key, peer.hello["nonce"], channel.runner_nonce, RUNNER_TO_HOST)
     host.check(welcome)
+    if "runner_key" in welcome:  # enrolled: everything after the welcome is keyed by it too
+        SESSION_KEYS[port] = welcome["runner_key"]
+        channel.enrol(TOKEN, welcome["runner_key"])
+        host.enrol(TOKEN, welcome["runner_key"])
     runner_id = welcome["runner_id"]
     address = welcome["runner_physical_ip"]
     outcome.welcomed[runner_id] = ("fuzz-session", address, welcome["vni"], welcome["subnet"])
@@ -449,7 +458,7 @@ def _step_message(step: Step, channel: Channel, last: int) -> tuple[dict[str, An
         if step.mac == "other_session":
             nonces = (new_nonce(), channel.runner_nonce)
         direction = HOST_TO_RUNNER if step.mac == "reflected" else RUNNER_TO_HOST
-        mac = compute_mac(TOKEN, message, *nonces, direction)
+        mac = compute_mac(channel.token, message, *nonces, direction)
         message["mac"] = mac if step.mac != "random" else new_nonce() * 2
     try:
         parse_message(message, (Heartbeat, Leave))

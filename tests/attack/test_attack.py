@@ -366,7 +366,9 @@ async def test_runner_configures_nothing_from_a_forged_host_line(
     forger = Forger(live_host.port, variant)
     server = await asyncio.start_server(forger.handle, "127.0.0.1", 0, limit=MAX_LINE)
     port = server.sockets[0].getsockname()[1]
-    async with running_agent(port, tmp_path / "runner") as agent:
+    # one runner (one data dir, so one identity and key) for every forgery against live_host:
+    # a new one under this machine's hostname would be refused while the last is active
+    async with running_agent(port, live_host.data_dir.parent / "runner") as agent:
         dataplane = agent.dataplane
         await wait_until(lambda: logged in caplog.text, timeout=30)
         # the runner reconnects and is welcomed again in a later, untouched session

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 RECONCILE = """
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from krnet.core.dataplane.host_plane import HostPlane
 from krnet.core.dataplane.netlink import Netlink
 from krnet.core.model.records import RunnerRecord
@@ -38,7 +38,7 @@ class Firewall:
         return []
 
 def record(rid, ip):
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     return RunnerRecord(rid, None, f"runner-{rid}", ip, 100 + rid, f"10.{rid}.0.0/16",
                         "active", now, now, 100, 4789, 1450)
 

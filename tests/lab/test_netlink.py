@@ -314,6 +314,18 @@ def test_state_reads_links_addresses_masters_and_routes(node: Node) -> None:
     assert netlink.RouteInfo("192.0.2.0/24", None, "eth0") in state.routes
 
 
+@pytest.mark.parametrize("name", ["kohaku-overlay", "vxlan0"])
+def test_a_link_krnet_did_not_create_is_never_deleted_nor_re_typed(node: Node, name: str) -> None:
+    """Proven problem 2 of issue 11: a welcome naming an existing link made the runner delete
+    it ("not a bridge: deleted", shown with `wg0`); now the runner refuses and names it."""
+    node.run(["ip", "link", "add", name, "type", "veth", "peer", "name", "krpeer0"])
+    with kernel(node) as (ipr, state), pytest.raises(netlink.KernelError) as refused:
+        runner_side(ipr, state, "02:6b:72:00:00:01", "02:6b:72:00:00:02")
+    assert f"{name} (kind veth) exists" in str(refused.value)
+    assert "does not delete or re-type it" in str(refused.value)
+    assert link(node, name)["linkinfo"]["info_kind"] == "veth"
+
+
 def test_remove_link_reports_once(node: Node) -> None:
     apply_host_tunnel(node)
     with kernel(node) as (ipr, state):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +14,15 @@ from krnet.core.control.context import utc_now
 from krnet.core.control.host import HostService
 from krnet.core.control.planes import NullHostDataPlane
 from krnet.core.record.store import Store
-from tests.protocol.peers import HOST_SETTINGS, TOKEN, RunningHost, StartHost
+from tests.protocol.peers import HOST_SETTINGS, RUNNER_KEYS, TOKEN, RunningHost, StartHost
+
+
+@pytest.fixture(autouse=True)
+def _forget_runner_keys() -> Iterator[None]:
+    """Each test's hosts enrol their runners afresh."""
+    RUNNER_KEYS.clear()
+    yield
+    RUNNER_KEYS.clear()
 
 
 @pytest.fixture

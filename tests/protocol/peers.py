@@ -20,8 +20,9 @@ import pytest
 from krnet.core.control.host import HostService
 from krnet.core.control.planes import NullHostDataPlane
 from krnet.core.model.settings import Settings
+from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, mac_key
 from krnet.core.protocol.client import HostConnection
-from krnet.core.protocol.framing import MAX_LINE
+from krnet.core.protocol.framing import MAX_LINE, encode_frame
 from krnet.core.protocol.messages import Allocation, Welcome
 from krnet.core.protocol.token import token_path, write_token
 from krnet.core.record.store import Store
@@ -91,11 +92,19 @@ async def connect(port: int, token: str = TOKEN) -> HostConnection:
     return await HostConnection.open("127.0.0.1", port, token, timeout=60.0)
 
 
+RUNNER_KEYS: dict[str, str] = {}  # identity -> the key its enrolment got (cleared per test)
+
+
 async def join(port: int, token: str = TOKEN, **fields: Any) -> tuple[HostConnection, Allocation]:
-    """Join over a fresh connection; the connection stays open for heartbeats."""
-    connection = await connect(port, token)
-    await connection.send_first("join", join_fields(**fields))
+    """Join over a fresh connection, as a runner does: signed by the key this identity was
+    given at enrolment, if any; the connection stays open for heartbeats."""
+    message = join_fields(**fields)
+    connection = await connect(port, mac_key(token, RUNNER_KEYS.get(message["identity"])))
+    await connection.send_first("join", message)
     welcome = await connection.receive(Welcome)
+    if welcome.runner_key is not None:
+        RUNNER_KEYS[message["identity"]] = welcome.runner_key
+        connection.channel.enrol(token, welcome.runner_key)
     return connection, welcome.allocation()
 
 
@@ -119,6 +128,44 @@ async def exchange(port: int, payload: bytes, *, eof: bool = True) -> list[bytes
         return lines
     finally:
         writer.close()
+
+
+IMPOSTOR_ALLOCATION = Allocation(  # a plausible allocation pointing the tunnel at 203.0.113.66
+    runner_id=1,
+    vni=101,
+    subnet="10.1.0.0/16",
+    gateway="10.1.0.1",
+    host_overlay_ip="10.0.0.1",
+    host_ip_on_subnet="10.1.0.254",
+    host_physical_ip="203.0.113.66",
+    runner_physical_ip="127.0.0.1",
+    overlay_cidr="10.0.0.0/8",
+    bridge_name="kohaku-overlay",
+    mtu=1450,
+    vxlan_port=4789,
+    vxlan_id=100,
+    heartbeat_interval=1.0,
+)
+
+
+def fake_host(
+    seen: list[dict[str, object]], allocation: Allocation, token: str
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A peer posing as the host: answers every join with `allocation`, signed with `token`."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonce = "1" * 32
+        hello = {"type": "hello", "version": 1, "nonce": nonce, "server": "krnet 0.1.0"}
+        writer.write(encode_frame(hello))
+        join = json.loads(await reader.readline())
+        seen.append(join)
+        channel = Channel(token, nonce, join["nonce"], HOST_TO_RUNNER)
+        writer.write(channel.seal({"type": "welcome", **allocation.model_dump()}))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    return serve
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import socket
@@ -18,17 +17,19 @@ import pytest
 
 from krnet.core.control.agent import BACKOFF_CAP, RunnerAgent, backoff_delays, load_identity
 from krnet.core.control.planes import NullRunnerDataPlane
+from krnet.core.model.records import identity_hash
 from krnet.core.model.settings import Settings
-from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel
 from krnet.core.protocol.client import HostConnection
 from krnet.core.protocol.framing import MAX_LINE, encode_frame
 from krnet.core.protocol.messages import Allocation
 from krnet.core.record.store import Store
 from krnet.errors import ConfigError, KernelError, ProtocolError
 from tests.protocol.peers import (
+    IMPOSTOR_ALLOCATION,
     TOKEN,
     RunningHost,
     StartHost,
+    fake_host,
     spawn_serve,
     stop_serve,
     wait_until,
@@ -87,14 +88,15 @@ async def test_agent_joins_applies_and_records_its_allocation(
     assert (allocation.runner_id, allocation.subnet) == (1, "10.1.0.0/16")
     [record] = host.store.runners()
     assert record.hostname == socket.gethostname()
-    assert record.identity == load_identity(tmp_path / "runner")
+    assert record.identity_hash == identity_hash(load_identity(tmp_path / "runner"))
     assert record.observed["applied"] == {
         "runner_id": 1,
         "vni": 101,
         "subnet": "10.1.0.0/16",
         "mtu": 1450,
     }
-    assert (mine.runner_id, mine.hostname, mine.identity) == (1, record.hostname, record.identity)
+    assert (mine.runner_id, mine.hostname) == (1, record.hostname)
+    assert mine.identity_hash == record.identity_hash
     assert (mine.subnet, mine.vni, mine.status) == ("10.1.0.0/16", 101, "active")
 
 
@@ -141,36 +143,7 @@ async def impostor(
     seen: list[dict[str, object]],
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]:
     """A fake host that answers every join with a welcome signed by the wrong token."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonce = "1" * 32
-        hello = {"type": "hello", "version": 1, "nonce": nonce, "server": "evil"}
-        writer.write(encode_frame(hello))
-        join = json.loads(await reader.readline())
-        seen.append(join)
-        channel = Channel("wrong" * 13, nonce, join["nonce"], HOST_TO_RUNNER)
-        allocation = Allocation(
-            runner_id=1,
-            vni=101,
-            subnet="10.1.0.0/16",
-            gateway="10.1.0.1",
-            host_overlay_ip="10.0.0.1",
-            host_ip_on_subnet="10.1.0.254",
-            host_physical_ip="203.0.113.66",
-            runner_physical_ip="127.0.0.1",
-            overlay_cidr="10.0.0.0/8",
-            bridge_name="kohaku-overlay",
-            mtu=1450,
-            vxlan_port=4789,
-            vxlan_id=100,
-            heartbeat_interval=1.0,
-        )
-        writer.write(channel.seal({"type": "welcome", **allocation.model_dump()}))
-        await writer.drain()
-        await reader.read()
-        writer.close()
-
-    return serve
+    return fake_host(seen, IMPOSTOR_ALLOCATION, "wrong" * 13)
 
 
 async def test_agent_configures_nothing_from_an_impostor(

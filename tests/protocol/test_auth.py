@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from krnet.core.protocol.channel import HOST_TO_RUNNER, RUNNER_TO_HOST, Channel, compute_mac
+from krnet.core.protocol.channel import (
+    HOST_TO_RUNNER,
+    RUNNER_TO_HOST,
+    Channel,
+    compute_mac,
+    mac_key,
+)
 from krnet.core.protocol.framing import canonical_json
 from krnet.core.protocol.messages import MESSAGES, Error, parse_message
 from krnet.errors import ProtocolError
@@ -124,17 +130,26 @@ HOST_SENDS = {"hello", "welcome", "heartbeat_ack", "bye", "status", "snapshot", 
 
 
 def test_documented_sessions_parse_and_verify() -> None:
+    """The enrolment, the same runner's next join (signed with its key), two status sessions."""
     sessions = documented_blocks("jsonl")
     assert len(sessions) == 4
+    keys: list[str] = []  # runner keys issued by the documented welcomes, in order
     for session in sessions:
         hello, first, *rest = session
-        host = Channel(TOKEN, str(hello["nonce"]), str(first["nonce"]), HOST_TO_RUNNER)
-        runner = Channel(TOKEN, str(hello["nonce"]), str(first["nonce"]), RUNNER_TO_HOST)
+        key = keys[-1] if first["type"] == "join" and keys else None
+        nonces = (str(hello["nonce"]), str(first["nonce"]))
+        host = Channel(mac_key(TOKEN, key), *nonces, HOST_TO_RUNNER)
+        runner = Channel(mac_key(TOKEN, key), *nonces, RUNNER_TO_HOST)
         host.check(first, sequenced=False)
         for message in session:
             parse_message(message, tuple(MESSAGES.values()))
         for message in rest:
             (runner if message["type"] in HOST_SENDS else host).check(message)
+            if message["type"] == "welcome" and "runner_key" in message:
+                keys.append(str(message["runner_key"]))
+                host.enrol(TOKEN, keys[-1])
+                runner.enrol(TOKEN, keys[-1])
+    assert len(keys) == 1
 
 
 def test_documented_errors_parse() -> None:

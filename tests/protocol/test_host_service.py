@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from krnet.core.control.planes import NullHostDataPlane
-from krnet.core.model.records import RunnerRecord
+from krnet.core.model.records import RunnerRecord, identity_hash
 from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, new_nonce
 from krnet.core.protocol.client import parse_address
 from krnet.core.protocol.framing import MAX_LINE
@@ -67,9 +67,9 @@ async def test_full_join(host: RunningHost) -> None:
         "kohaku-overlay",
     )
     [record] = records(host)
-    assert (record.runner_id, record.identity, record.hostname, record.status) == (
+    assert (record.runner_id, record.identity_hash, record.hostname, record.status) == (
         1,
-        IDENTITY,
+        identity_hash(IDENTITY),
         "runner-a",
         "active",
     )
@@ -92,11 +92,17 @@ async def test_reconnection_keeps_the_id(host: RunningHost) -> None:
 async def test_restarted_host_keeps_every_id(start_host: StartHost) -> None:
     identities = [os.urandom(16).hex() for _ in range(3)]
     first = await start_host()
-    before = [(await join_once(first.port, identity=i)).runner_id for i in identities]
+    before = [
+        (await join_once(first.port, identity=i, hostname=f"runner-{i[:6]}")).runner_id
+        for i in identities
+    ]
     await first.service.stop()
     first.store.close()
     second = await start_host(data_dir=first.data_dir)
-    after = [(await join_once(second.port, identity=i)).runner_id for i in reversed(identities)]
+    after = [
+        (await join_once(second.port, identity=i, hostname=f"runner-{i[:6]}")).runner_id
+        for i in reversed(identities)
+    ]
     assert before == [1, 2, 3]
     assert after == [3, 2, 1]
     assert second.dataplane.calls[0] == ("reconcile", [1, 2, 3])

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from krnet.core.model.allocator import choose_runner_id, find_returning
-from krnet.core.model.records import ACTIVE, INACTIVE, JoinRequest, RunnerRecord
-from krnet.errors import PoolExhaustedError
+from krnet.core.model.records import ACTIVE, INACTIVE, JoinRequest, RunnerRecord, identity_hash
+from krnet.errors import AlreadyEnrolledError, PoolExhaustedError
 
 T0 = datetime(2026, 11, 28, 1, 0, 0, tzinfo=timezone.utc)
 
@@ -33,7 +33,7 @@ def record(
 ) -> RunnerRecord:
     return RunnerRecord(
         runner_id=runner_id,
-        identity=identity,
+        identity_hash=identity_hash(identity),
         hostname=hostname or f"runner-{runner_id}",
         physical_ip=physical_ip or f"198.51.100.{runner_id}",
         vni=100 + runner_id,
@@ -70,23 +70,41 @@ def test_returning_runner_matched_by_hostname_keeps_its_id_from_a_new_address() 
     assert decision.previous == records[1]
 
 
-def test_identity_wins_over_hostname() -> None:
+def test_a_runner_that_proved_its_key_keeps_its_id_whatever_its_hostname() -> None:
     records = [record(1, "runner-a"), record(2, "renamed", identity="machine-a")]
-    decision = choose_runner_id(records, request("runner-a", identity="machine-a"), 255)
+    decision = choose_runner_id(records, request("runner-a", identity="machine-a"), 255, proven=2)
     assert (decision.runner_id, decision.kind) == (2, "returning")
 
 
-def test_another_machine_with_the_same_hostname_never_takes_an_id_bound_to_an_identity() -> None:
-    records = [record(1, "runner-a", "192.0.2.10", identity="machine-a")]
+def test_an_enrolled_runner_is_never_taken_by_its_identity_or_hostname_while_active() -> None:
+    records = [record(1, "runner-a", "192.0.2.10", identity="machine-a", seen=5)]
     for other in (
-        request("runner-a", "192.0.2.10", "machine-b"),
+        request("runner-a", "192.0.2.99", "machine-b"),  # its hostname
+        request("thief", "192.0.2.99", "machine-a"),  # its identity, read off the wire
         request("runner-a", "192.0.2.10"),
     ):
-        decision = choose_runner_id(records, other, 255)
-        assert (decision.runner_id, decision.kind) == (2, "new")
+        with pytest.raises(AlreadyEnrolledError, match="runner-a is enrolled as runner 1"):
+            choose_runner_id(records, other, 255)
 
 
-def test_runner_that_starts_sending_an_identity_claims_its_anonymous_record() -> None:
+def test_a_reinstalled_runner_is_re_enrolled_on_its_id_once_the_old_one_is_inactive() -> None:
+    records = [record(1, "runner-a", identity="machine-a", status=INACTIVE)]
+    decision = choose_runner_id(records, request("runner-a", identity="machine-b"), 255)
+    assert (decision.runner_id, decision.kind, decision.previous) == (1, "reenrolled", records[0])
+
+
+def test_an_enrolment_whose_welcome_was_lost_is_retried_at_once_by_the_same_identity() -> None:
+    unused = record(1, "runner-a", identity="machine-a")  # enrolled, its key never used
+    decision = choose_runner_id([unused], request("runner-a", identity="machine-a"), 255)
+    assert (decision.runner_id, decision.kind) == (1, "reenrolled")
+    used = replace(unused, observed={"mtu": 1450})  # a heartbeat proved the key
+    with pytest.raises(AlreadyEnrolledError):
+        choose_runner_id([used], request("runner-a", identity="machine-a"), 255)
+    with pytest.raises(AlreadyEnrolledError):  # another identity: never
+        choose_runner_id([unused], request("runner-a", identity="machine-b"), 255)
+
+
+def test_an_enrolling_runner_claims_the_anonymous_record_of_its_hostname() -> None:
     records = [record(4, "runner-a")]
     decision = choose_runner_id(records, request("runner-a", identity="machine-a"), 255)
     assert (decision.runner_id, decision.kind) == (4, "returning")
@@ -166,9 +184,10 @@ def owned_by(
 ) -> RunnerRecord | None:
     """The record a machine holds in the simulated cluster."""
     for held_record in held.values():
-        if identity is not None and held_record.identity == identity:
+        if identity is not None and held_record.identity_hash == identity_hash(identity):
             return held_record
-        if identity is None and held_record.identity is None and held_record.hostname == hostname:
+        anonymous = held_record.identity_hash is None
+        if identity is None and anonymous and held_record.hostname == hostname:
             return held_record
     return None
 
@@ -178,7 +197,8 @@ def owned_by(
 def test_policy_invariants_over_random_histories(
     history: list[tuple[str, tuple[str, str | None]]], pool: int
 ) -> None:
-    """Never an id twice, a returning machine always gets its id, reclaim takes the LRU."""
+    """Never an id twice, a returning machine always gets its id, reclaim takes the LRU, and an
+    enrolled hostname is taken by another machine only while inactive."""
     held: dict[int, RunnerRecord] = {}
     for tick, (action, (hostname, identity)) in enumerate(history):
         owner = owned_by(held, hostname, identity)
@@ -189,8 +209,16 @@ def test_policy_invariants_over_random_histories(
                 del held[owner.runner_id]
             continue
         join = request(hostname, f"192.0.2.{MACHINES.index((hostname, identity)) + 1}", identity)
+        proven = owner.runner_id if owner is not None and identity is not None else None
         try:
-            decision = choose_runner_id(list(held.values()), join, pool)
+            decision = choose_runner_id(list(held.values()), join, pool, proven=proven)
+        except AlreadyEnrolledError:
+            assert owner is None
+            assert any(
+                r.hostname == hostname and r.identity_hash is not None and r.status == ACTIVE
+                for r in held.values()
+            )
+            continue
         except PoolExhaustedError:
             assert owner is None
             assert len(held) == pool and all(r.status == ACTIVE for r in held.values())
@@ -198,6 +226,9 @@ def test_policy_invariants_over_random_histories(
         assert 1 <= decision.runner_id <= pool
         if owner is not None:
             assert (decision.kind, decision.runner_id) == ("returning", owner.runner_id)
+        elif decision.kind == "reenrolled":
+            victim = held[decision.runner_id]
+            assert victim.status == INACTIVE and victim.hostname == hostname
         elif decision.kind == "new":
             assert decision.runner_id == min(set(range(1, pool + 1)) - set(held))
         else:
@@ -211,4 +242,4 @@ def test_policy_invariants_over_random_histories(
             record(decision.runner_id, hostname, join.physical_ip, identity=identity),
             last_seen=T0 + timedelta(seconds=tick),
         )
-        assert len({(r.hostname, r.identity) for r in held.values()}) == len(held)
+        assert len({(r.hostname, r.identity_hash) for r in held.values()}) == len(held)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from tests.unit.test_setup_commands import Node, mode_of, node, run
 
 __all__ = ["node"]  # a fixture used by name
 
-NOW = datetime(2026, 12, 1, tzinfo=UTC)
+NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 
 
 def test_an_existing_wide_data_dir_and_database_are_tightened_with_a_warning(

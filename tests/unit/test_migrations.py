@@ -56,7 +56,11 @@ def stamped(path: Path, revision: str) -> Path:
 def test_schema_head_names_the_newest_migration() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert script.get_current_head() == SCHEMA_HEAD
-    assert [rev.revision for rev in script.walk_revisions()] == [SCHEMA_HEAD, FIRST]
+    assert [rev.revision for rev in script.walk_revisions()] == [
+        SCHEMA_HEAD,
+        "0002_observed",
+        FIRST,
+    ]
     assert (migrations_dir() / "env.py").is_file()
 
 

@@ -159,7 +159,7 @@ def tunnel(name: str, remote: str | None, vni: int) -> LinkInfo:
 def record(runner_id: int, physical_ip: str) -> RunnerRecord:
     return RunnerRecord(
         runner_id=runner_id,
-        identity=None,
+        identity_hash=None,
         hostname=f"runner-{runner_id}",
         physical_ip=physical_ip,
         vni=100 + runner_id,

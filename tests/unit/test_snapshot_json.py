@@ -65,7 +65,7 @@ links = st.builds(
 runners = st.builds(
     RunnerRecord,
     runner_id=ints,
-    identity=optional_text,
+    identity_hash=optional_text,
     hostname=text,
     physical_ip=text,
     vni=ints,

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from krnet.core.model.plan import OverlayPlan
-from krnet.core.model.records import ACTIVE, INACTIVE, UNREPORTED, JoinRequest, RunnerRecord
+from krnet.core.model.records import (
+    ACTIVE,
+    INACTIVE,
+    UNREPORTED,
+    JoinRequest,
+    RunnerRecord,
+    identity_hash,
+)
 from krnet.core.record.reader import SCHEMA_HEAD, database_path, read_events, read_runners
 from krnet.core.record.store import Store
 from krnet.core.record.tables import RunnerRow
@@ -39,8 +46,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
-def test_a_runner_row_holds_exactly_the_fields_of_a_runner_record() -> None:
-    assert list(RunnerRow.model_fields) == [field.name for field in fields(RunnerRecord)]
+def test_a_runner_row_holds_the_fields_of_a_runner_record_and_the_runner_key() -> None:
+    names = [field.name for field in fields(RunnerRecord)]
+    assert list(RunnerRow.model_fields) == [*names[:2], "runner_key", *names[2:]]
 
 
 def test_open_creates_a_private_data_dir_and_a_database_at_head(tmp_path: Path) -> None:
@@ -63,8 +71,8 @@ def test_new_runner_record_holds_the_plan_and_what_it_reported(store: Store) -> 
     assert (decision.runner_id, decision.kind) == (1, "new")
     assert record == store.runner(1)
     assert (record.vni, record.subnet, record.status) == (101, "10.1.0.0/16", ACTIVE)
-    assert (record.identity, record.hostname, record.physical_ip) == (
-        "machine-a",
+    assert (record.identity_hash, record.hostname, record.physical_ip) == (
+        identity_hash("machine-a"),
         "runner-a",
         "192.0.2.10",
     )

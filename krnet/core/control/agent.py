@@ -13,15 +13,20 @@ import os
 import random
 import re
 import socket
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from krnet.core.dataplane.routing import ipv4_routes
+from krnet.core.model.plan import RUNNER_TUNNEL
 from krnet.core.model.records import JoinRequest
 from krnet.core.model.report import RunnerReport
+from krnet.core.model.welcome import Route, check_allocation
+from krnet.core.protocol.channel import mac_key
 from krnet.core.protocol.client import HostConnection
 from krnet.core.protocol.messages import (
     Allocation,
@@ -42,9 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("krnet.runner")
 
 IDENTITY_FILE = "runner_identity"
+KEY_FILE = "runner_key"  # the per-runner key the host issued at enrolment (docs/protocol.md)
 BACKOFF_FIRST = 1.0
 BACKOFF_CAP = 30.0
 _IDENTITY = re.compile(r"[0-9a-f]{32}")
+_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 def load_identity(data_dir: Path) -> str:
@@ -60,16 +67,46 @@ def load_identity(data_dir: Path) -> str:
     else:
         with os.fdopen(descriptor, "w", encoding="ascii") as stream:
             stream.write(uuid.uuid4().hex + "\n")
+    fix = "delete it and krnet makes a new one (the host then treats this runner as new)"
+    return _read_secret(path, _IDENTITY, "a runner identity (32 hex digits)", fix)
+
+
+def load_runner_key(data_dir: Path) -> str | None:
+    """The per-runner key kept beside the identity, or None before this runner is enrolled."""
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        return None
+    fix = "delete it and this runner enrols again at its next join (once its old key is inactive)"
+    return _read_secret(path, _KEY, "a runner key (64 hex digits)", fix)
+
+
+def _read_secret(path: Path, pattern: re.Pattern[str], what: str, fix: str) -> str:
+    """The one line of `path`, which must match `pattern`; else one error naming the fix."""
     try:
-        identity = path.read_text(encoding="ascii").strip()
+        text = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the runner identity {path}: {exc}") from None
-    if not _IDENTITY.fullmatch(identity):
-        raise ConfigError(
-            f"{path} does not hold a runner identity (32 hex digits): delete it and krnet "
-            "makes a new one (the host then treats this runner as new)"
-        )
-    return identity
+        raise ConfigError(f"cannot read {path} ({what}): {exc}") from None
+    if not pattern.fullmatch(text):
+        raise ConfigError(f"{path} does not hold {what}: {fix}")
+    return text
+
+
+def save_runner_key(data_dir: Path, key: str) -> None:
+    """Keep the key the host issued: mode 0600, written whole or not at all."""
+    path = data_dir / KEY_FILE
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{KEY_FILE}.")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path} ({exc.strerror}): check --data-dir") from None
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as stream:  # mkstemp: mode 0600
+            stream.write(key + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path} ({exc.strerror}): check --data-dir") from None
 
 
 def backoff_delays(rng: random.Random, first: float = BACKOFF_FIRST) -> Iterator[float]:
@@ -92,6 +129,7 @@ class RunnerAgent:
         *,
         store: Store | None = None,
         rng: random.Random | None = None,
+        routes: Callable[[], Sequence[Route]] = ipv4_routes,
     ) -> None:
         if not settings.host_address:
             raise ConfigError(
@@ -105,6 +143,8 @@ class RunnerAgent:
         self.dataplane = dataplane
         self.store = store
         self.identity = load_identity(data_dir)
+        self.runner_key = load_runner_key(data_dir)
+        self._routes = routes
         self.hostname = socket.gethostname()
         self.applied: Allocation | None = None
         self._rng = rng or random.Random()
@@ -140,14 +180,15 @@ class RunnerAgent:
         connection = await HostConnection.open(
             self.host_address,
             self.settings.join_port,
-            self.token,
+            mac_key(self.token, self.runner_key),
             self.settings.handshake_timeout,
         )
         try:
             request = self._request(connection.local_address)
             await connection.send_message(Join, **join_fields(request))
             welcome = await connection.receive(Welcome)
-            allocation = welcome.allocation()
+            allocation = self._checked(welcome.allocation())
+            await self._enrol(connection, welcome)
             log.info(
                 "joined as runner %d: subnet %s, VNI %d, host %s",
                 allocation.runner_id,
@@ -170,7 +211,7 @@ class RunnerAgent:
             applied = applied_of(self.applied).model_dump() if self.applied else None
             await connection.send_message(Heartbeat, applied=applied, observed=observed)
             ack = await connection.receive(HeartbeatAck)
-            desired = ack.allocation()
+            desired = self._checked(ack.allocation())
             if desired != self.applied:
                 log.info("host sent runner %d's allocation again; applying it", desired.runner_id)
                 await self._apply(desired, request)
@@ -181,6 +222,37 @@ class RunnerAgent:
                     now=datetime.now(timezone.utc),
                     observed=observed,
                 )
+
+    def _checked(self, allocation: Allocation) -> Allocation:
+        """The host's allocation, refused (ProtocolError) unless this runner may configure it,
+        with the bridge name this runner's own settings give (never the host's)."""
+        own = allocation.model_copy(update={"bridge_name": self.settings.overlay_bridge_name})
+        check_allocation(
+            overlay_cidr=own.overlay_cidr,
+            subnet=own.subnet,
+            gateway=own.gateway,
+            host_ip_on_subnet=own.host_ip_on_subnet,
+            physical_ips=(own.runner_physical_ip, own.host_physical_ip),
+            routes=self._routes(),
+            own_devices=(own.bridge_name, RUNNER_TUNNEL),
+        )
+        return own
+
+    async def _enrol(self, connection: HostConnection, welcome: Welcome) -> None:
+        """Keep the key of an enrolment's welcome; every later message is keyed by it too."""
+        if (welcome.runner_key is None) != (self.runner_key is not None):
+            raise ProtocolError(
+                "bad_request",
+                "the host's welcome "
+                + ("carries no runner key for" if welcome.runner_key is None else "re-keys")
+                + " this runner: run the same krnet release on the host and every runner",
+            )
+        if welcome.runner_key is None:
+            return
+        await asyncio.to_thread(save_runner_key, self.data_dir, welcome.runner_key)
+        self.runner_key = welcome.runner_key
+        connection.channel.enrol(self.token, welcome.runner_key)
+        log.info("enrolled: the host issued this runner's key (%s)", self.data_dir / KEY_FILE)
 
     async def _apply(self, allocation: Allocation, request: JoinRequest) -> None:
         try:

@@ -53,7 +53,8 @@ async def _status(context: HostContext) -> JsonObject:
 
 
 def _snapshot_text(context: HostContext) -> str:
-    """This node's snapshot as canonical JSON, without the join token: lines travel in clear.
+    """This node's snapshot as canonical JSON, without the join token or the runners' identity
+    hashes: lines travel in clear, and a status client is not a runner.
 
     Gathered off the loop (netlink, iptables-save and Docker are blocking).
     """
@@ -63,7 +64,9 @@ def _snapshot_text(context: HostContext) -> str:
 
     settings = replace(context.settings, join_token=None)
     loaded = LoadedSettings(settings, data_dir=context.record.store.path.parent)
-    snapshot = gather_snapshot(loaded, events=True)
+    gathered = gather_snapshot(loaded, events=True)
+    runners = tuple(replace(runner, identity_hash=None) for runner in gathered.runners)
+    snapshot = replace(gathered, runners=runners)
     return canonical_json(snapshot_to_json(snapshot)).decode()
 
 

@@ -18,7 +18,13 @@ from krnet.core.control.answers import answer_status
 from krnet.core.control.release import answer_release
 from krnet.core.model.must_match import differences
 from krnet.core.model.plan import tunnel_name
-from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, new_nonce
+from krnet.core.protocol.channel import (
+    HOST_TO_RUNNER,
+    Channel,
+    mac_key,
+    new_nonce,
+    new_runner_key,
+)
 from krnet.core.protocol.framing import JsonObject, encode_frame, read_frame
 from krnet.core.protocol.messages import (
     PROTOCOL_VERSION,
@@ -36,7 +42,13 @@ from krnet.core.protocol.messages import (
     error_frame,
     parse_message,
 )
-from krnet.errors import ErrorCode, KrnetError, PoolExhaustedError, ProtocolError
+from krnet.errors import (
+    AlreadyEnrolledError,
+    ErrorCode,
+    KrnetError,
+    PoolExhaustedError,
+    ProtocolError,
+)
 
 if TYPE_CHECKING:
     from krnet.core.control.context import HostContext
@@ -46,7 +58,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("krnet.host")
 
 CLOSE_TIMEOUT = 1.0
-_JOIN_VERBS = {"new": "joined", "returning": "rejoined", "reclaimed": "joined on a reclaimed id"}
+_JOIN_VERBS = {
+    "new": "joined",
+    "returning": "rejoined",
+    "reclaimed": "joined on a reclaimed id",
+    "reenrolled": "re-enrolled (a new runner key)",
+}
 
 
 def settings_mismatches(settings: Settings, join: Join) -> list[str]:
@@ -104,6 +121,7 @@ class JoinSession:
         peer = writer.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else "unknown peer"
         self._channel: Channel | None = None
+        self._proven: int | None = None  # the runner id whose key the join's MAC proved
 
     async def run(self) -> None:
         """Converse until the peer leaves, fails or is dropped; then close the connection."""
@@ -140,8 +158,14 @@ class JoinSession:
             await answer_release(self.context, self.channel, self.send, first)
             return
         host_ip = self.context.reachable_address(self.writer.get_extra_info("sockname"))
-        runner, allocation = await self._admit(first, host_ip)
-        await self.send(self.channel.sign(Welcome, **allocation.model_dump()))
+        runner_key = None if self._proven is not None else new_runner_key()
+        runner, allocation = await self._admit(first, host_ip, runner_key)
+        if runner_key is None:
+            await self.send(self.channel.sign(Welcome, **allocation.model_dump()))
+        else:  # enrolment: the key, signed by the token alone; everything after by both
+            welcome = self.channel.sign(Welcome, **allocation.model_dump(), runner_key=runner_key)
+            await self.send(welcome)
+            self.channel.enrol(self.context.token, runner_key)
         await self._follow(runner, host_ip)
 
     async def _authenticate(self) -> Join | StatusRequest | ReleaseRequest | None:
@@ -162,7 +186,12 @@ class JoinSession:
         first = parse_message(obj, (Join, StatusRequest, ReleaseRequest))
         assert isinstance(first, Join | StatusRequest | ReleaseRequest)
         self._channel = Channel(self.context.token, host_nonce, first.nonce, HOST_TO_RUNNER)
-        self._channel.check(obj, sequenced=False)
+        try:
+            self._channel.check(obj, sequenced=False)
+        except ProtocolError:
+            if not isinstance(first, Join):
+                raise
+            await self._check_runner_key(first, obj)
         return first
 
     async def _greet(self, hello: Hello) -> JsonObject | None:
@@ -170,8 +199,32 @@ class JoinSession:
         await self.send(encode_frame(hello.model_dump()))
         return await read_frame(self.reader)
 
-    async def _admit(self, join: Join, host_ip: str) -> tuple[RunnerRecord, Allocation]:
-        """Check settings, allocate an id and build the host's tunnel for a joining runner."""
+    async def _check_runner_key(self, join: Join, obj: JsonObject) -> None:
+        """A join not signed by the token alone must be signed by the token and the key of
+        the enrolled runner its identity names (docs/protocol.md, "Enrolment")."""
+        record = self.context.record
+        credentials = await record.run(record.store.credentials, join.identity)
+        if credentials is not None:
+            runner_id, runner_key = credentials
+            self.channel.token = mac_key(self.context.token, runner_key)
+            with contextlib.suppress(ProtocolError):
+                self.channel.check(obj, sequenced=False)
+                self._proven = runner_id
+                return
+        # one answer whether or not the identity is enrolled: it tells a peer nothing
+        raise ProtocolError(
+            "auth_failed",
+            "message authentication failed: signed neither by this cluster's join token nor "
+            "by a runner key this host issued (compare join_token / join_token_file / "
+            "KRNET_JOIN_TOKEN with `krnet token` on the host; a runner whose host lost its "
+            "record: delete runner_key in the runner's data dir to enrol again)",
+        )
+
+    async def _admit(
+        self, join: Join, host_ip: str, runner_key: str | None
+    ) -> tuple[RunnerRecord, Allocation]:
+        """Check settings, allocate an id and build the host's tunnel for a joining runner
+        (enrolling it under `runner_key` unless it proved its key)."""
         context, record = self.context, self.context.record
         who = f"{join.hostname} ({join.physical_ip})"
         problem = tunnel_address_problem(context, join.physical_ip)
@@ -193,11 +246,19 @@ class JoinSession:
             )
         try:
             decision, runner = await record.run(
-                record.store.allocate, join.request(), plan=context.plan, now=context.clock()
+                record.store.allocate,
+                join.request(),
+                plan=context.plan,
+                now=context.clock(),
+                proven=self._proven,
+                runner_key=runner_key,
             )
         except PoolExhaustedError as exc:
             await record.event("refused", f"{who}: pool_exhausted")
             raise ProtocolError("pool_exhausted", str(exc)) from None
+        except AlreadyEnrolledError as exc:
+            await record.event("refused", f"{who}: already_enrolled")
+            raise ProtocolError("already_enrolled", str(exc)) from None
         if self.peer_ip != join.physical_ip:
             note = (
                 f"{who} connected from {self.peer_ip}: NAT or a second address; the tunnel uses "
@@ -263,7 +324,7 @@ class JoinSession:
         """Record a heartbeat, unless the id went to another runner meanwhile (runs in a thread)."""
         store, runner_id = self.context.record.store, runner.runner_id
         current = store.runner(runner_id)
-        if current is None or current.identity != runner.identity:
+        if current is None or current.identity_hash != runner.identity_hash:
             raise ProtocolError(
                 "bad_request",
                 f"runner id {runner_id} was released or given to another runner; "

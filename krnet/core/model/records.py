@@ -7,6 +7,7 @@ readers take it typed, as `RunnerRecord.report`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -18,16 +19,20 @@ RunnerStatus = Literal["active", "inactive"]
 ACTIVE: RunnerStatus = "active"
 INACTIVE: RunnerStatus = "inactive"
 RUNNER_STATUSES: tuple[RunnerStatus, ...] = (ACTIVE, INACTIVE)
-AllocationKind = Literal["new", "returning", "reclaimed"]
+AllocationKind = Literal["new", "returning", "reclaimed", "reenrolled"]
 UNREPORTED = 0  # vxlan_port / mtu of an adopted record: the runner never reported them
 
 
 @dataclass(frozen=True)
 class RunnerRecord:
-    """One runner id and who holds it; times are timezone-aware UTC."""
+    """One runner id and who holds it; times are timezone-aware UTC.
+
+    `identity_hash` (see `identity_hash`) is set for an enrolled runner, one that holds a
+    per-runner key; the key itself and the identity stay in the record (docs/security.md).
+    """
 
     runner_id: int
-    identity: str | None
+    identity_hash: str | None
     hostname: str
     physical_ip: str
     vni: int
@@ -48,7 +53,10 @@ class RunnerRecord:
 
 @dataclass(frozen=True)
 class JoinRequest:
-    """What a joining runner says about itself: who it is and the settings it runs with."""
+    """What a joining runner says about itself: who it is and the settings it runs with.
+
+    `identity` is what the runner sends; the record keeps only its `identity_hash`.
+    """
 
     identity: str | None
     hostname: str
@@ -60,7 +68,8 @@ class JoinRequest:
 
 @dataclass(frozen=True)
 class AllocationDecision:
-    """The id a join gets and why: "new", "returning" or "reclaimed" (from `previous`)."""
+    """The id a join gets and why: "new", "returning", "reclaimed" or "reenrolled" (from
+    `previous`)."""
 
     runner_id: int
     kind: AllocationKind
@@ -76,3 +85,10 @@ class EventRecord:
     kind: str
     runner_id: int | None
     message: str
+
+
+def identity_hash(identity: str | None) -> str | None:
+    """What the record keeps of a runner's identity: its SHA-256, hex (None stays None)."""
+    if identity is None:
+        return None
+    return hashlib.sha256(identity.encode("ascii")).hexdigest()

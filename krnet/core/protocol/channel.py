@@ -30,6 +30,19 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
+def new_runner_key() -> str:
+    """A fresh per-runner key the host issues at enrolment: 256 bits, 64 lowercase hex digits."""
+    return secrets.token_hex(32)
+
+
+def mac_key(token: str, runner_key: str | None) -> str:
+    """The HMAC key of a session: the token, and once a runner is enrolled `token:runner_key`.
+
+    Keyed by both, a message proves the cluster token and that runner's key at once.
+    """
+    return token if runner_key is None else f"{token}:{runner_key}"
+
+
 def compute_mac(
     token: str,
     fields: Mapping[str, JsonValue],
@@ -47,7 +60,11 @@ def compute_mac(
 
 @dataclass
 class Channel:
-    """One authenticated session: signs what we send, checks MAC and seq of what we receive."""
+    """One authenticated session: signs what we send, checks MAC and seq of what we receive.
+
+    `token` is the HMAC key (`mac_key`): it changes to include the runner key right after an
+    enrolment's `welcome` (`enrol`).
+    """
 
     token: str
     host_nonce: str
@@ -55,6 +72,10 @@ class Channel:
     sending: Direction
     sent_seq: int = 0
     received_seq: int = 0
+
+    def enrol(self, token: str, runner_key: str) -> None:
+        """Key every later message by the cluster token and this runner's new key."""
+        self.token = mac_key(token, runner_key)
 
     @property
     def receiving(self) -> Direction:

@@ -73,6 +73,7 @@ Ipv4 = Annotated[str, AfterValidator(_ipv4)]
 Ipv4Cidr = Annotated[str, AfterValidator(_ipv4_network)]
 TunnelAddress = Annotated[str, AfterValidator(_tunnel_address)]
 Identity = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+RunnerKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Hostname = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,253}$")]
 LinkName = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,15}$")]
 
@@ -200,9 +201,10 @@ class _SignedAllocation(Allocation):
 
 
 class Welcome(_SignedAllocation):
-    """The host's answer to a join: the runner's allocation."""
+    """The host's answer to a join: the runner's allocation, and at enrolment its new key."""
 
     type: Literal["welcome"]
+    runner_key: RunnerKey | None = None  # only in the welcome of an enrolment
 
 
 class HeartbeatAck(_SignedAllocation):

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from krnet.core.model.records import EventRecord, RunnerRecord
 
 DATABASE_NAME = "krnet.db"
-SCHEMA_HEAD = "0002_observed"  # the newest file in migrations/versions (a test keeps them equal)
+SCHEMA_HEAD = "0003_runner_keys"  # the newest file in migrations/versions (a test keeps them equal)
 
 Row = tuple[Any, ...]
 T = TypeVar("T")

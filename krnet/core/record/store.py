@@ -30,6 +30,7 @@ from krnet.core.model.records import (
     EventRecord,
     JoinRequest,
     RunnerRecord,
+    identity_hash,
 )
 from krnet.core.record.database import (
     BEGIN_MODE,
@@ -59,7 +60,12 @@ def _tighten(path: Path, mode: int) -> None:
         log.warning("%s was mode %o, open to group or others: made it %o", path, found, mode)
 
 
-_EVENT_KINDS = {"new": "join", "returning": "rejoin", "reclaimed": "reclaim"}
+_EVENT_KINDS = {
+    "new": "join",
+    "returning": "rejoin",
+    "reclaimed": "reclaim",
+    "reenrolled": "reenrol",
+}
 RELEASE_EVENT = "release"  # `krnet node release|prune` freed the id
 
 
@@ -108,17 +114,27 @@ class Store:
         self.close()
 
     def allocate(
-        self, request: JoinRequest, *, plan: OverlayPlan, now: datetime
+        self,
+        request: JoinRequest,
+        *,
+        plan: OverlayPlan,
+        now: datetime,
+        proven: int | None = None,
+        runner_key: str | None = None,
     ) -> tuple[AllocationDecision, RunnerRecord]:
-        """Give a joining runner its id (allocator policy) and record it, in one transaction."""
+        """Give a joining runner its id (allocator policy) and record it, in one transaction.
+
+        `proven`: the id whose key the join proved (it keeps its key). Otherwise the join is an
+        enrolment and `runner_key` the key the host issues it (docs/protocol.md, "Enrolment").
+        """
         with self._session(write=True) as session:
             rows = session.exec(select(RunnerRow)).all()
-            decision = choose_runner_id([_record(row) for row in rows], request, plan.max_runners)
+            records = [_record(row) for row in rows]
+            decision = choose_runner_id(records, request, plan.max_runners, proven=proven)
             addresses = plan.runner(decision.runner_id)
             row = session.get(RunnerRow, decision.runner_id)
             returning = decision.kind == "returning"
             first_seen = row.first_seen if row is not None and returning else now
-            # a returning record with an identity has this same one
             joined = _joined(
                 decision.runner_id,
                 request,
@@ -128,6 +144,8 @@ class Store:
                 now=now,
             )
             row = _row(joined, row)
+            if decision.runner_id != proven:
+                row.runner_key = runner_key
             session.add(row)
             kind = _EVENT_KINDS[decision.kind]
             _log(session, now, kind, _join_message(decision, row), row.runner_id)
@@ -204,8 +222,8 @@ class Store:
         with self._session(write=True) as session:
             row = session.get(RunnerRow, runner.runner_id)
             current = None if row is None else _record(row)
-            if current is None or (current.identity, current.first_seen) != (
-                runner.identity,
+            if current is None or (current.identity_hash, current.first_seen) != (
+                runner.identity_hash,
                 runner.first_seen,
             ):
                 return None
@@ -254,7 +272,7 @@ class Store:
                 return _record(row)
             adopted = RunnerRecord(
                 runner_id=runner_id,
-                identity=None,
+                identity_hash=None,
                 hostname=f"unknown-{runner_id}",
                 physical_ip=physical_ip,
                 vni=vni,
@@ -275,6 +293,16 @@ class Store:
             _log(session, now, "adopt", message, runner_id)
             session.flush()
             return _record(row)
+
+    def credentials(self, identity: str) -> tuple[int, str] | None:
+        """The id and per-runner key of the enrolled runner with this identity, or None."""
+        with self._session() as session:
+            row = session.exec(
+                select(RunnerRow).where(RunnerRow.identity_hash == identity_hash(identity))
+            ).first()
+            if row is None or row.runner_key is None:
+                return None
+            return row.runner_id, row.runner_key
 
     def runners(self) -> list[RunnerRecord]:
         with self._session() as session:
@@ -377,9 +405,11 @@ def _joined(
     now: datetime,
 ) -> RunnerRecord:
     """The record of a runner that has just joined with `request`: active as of `now`."""
+    said = asdict(request)
     return RunnerRecord(
         runner_id=runner_id,
-        **asdict(request),
+        identity_hash=identity_hash(said.pop("identity")),
+        **said,
         vni=vni,
         subnet=subnet,
         status=ACTIVE,
@@ -409,6 +439,12 @@ def _join_message(decision: AllocationDecision, row: RunnerRow) -> str:
     previous = decision.previous
     if previous is None:
         return f"{who} joined: {row.subnet}, VNI {row.vni}"
+    if decision.kind == "reenrolled":
+        since = previous.last_seen.isoformat()
+        return (
+            f"{who} re-enrolled: a new runner key for {row.hostname}, whose old key has not "
+            f"been heard from since {since}"
+        )
     if decision.kind == "reclaimed":
         since = previous.last_seen.isoformat()
         return f"{who} joined, reclaiming the id of {previous.hostname} (silent since {since})"

@@ -19,7 +19,8 @@ class RunnerRow(SQLModel, table=True):
     __tablename__ = "runner"
 
     runner_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    identity: str | None = Field(default=None, index=True)
+    identity_hash: str | None = Field(default=None, index=True)  # SHA-256 of the identity
+    runner_key: str | None = None  # the per-runner key of an enrolled runner (never sent again)
     hostname: str = Field(index=True)
     physical_ip: str
     vni: int

@@ -69,8 +69,7 @@ def ensure_bridge(
     changes: list[str] = []
     link = state.links.get(name)
     if link is not None and link.kind != "bridge":
-        changes += _delete(ipr, state, name, f"{_identity(link)}, not a bridge: deleted")
-        link = None
+        raise _not_ours(link, "bridge")
     if link is None:
         # No MTU here: only a later `set` pins it; a bridge created with one follows its ports
         # and falls back to 1500 when vxlan0 is recreated.
@@ -98,8 +97,16 @@ def ensure_vxlan(
     changes: list[str] = []
     want = VxlanInfo(vni=vni, local=local, remote=remote, port=port, learning=False)
     link = state.links.get(name)
-    if link is not None and (
-        link.vxlan is None or (link.vxlan.vni, link.vxlan.port) != (vni, port)
+    if link is not None and link.vxlan is None:
+        raise _not_ours(link, "VXLAN")
+    if (
+        link is not None
+        and link.vxlan is not None
+        and (link.vxlan.vni, link.vxlan.port)
+        != (
+            vni,
+            port,
+        )
     ):
         mac = mac or link.mac
         changes += _delete(
@@ -229,6 +236,16 @@ def _delete(ipr: IPRoute, state: KernelState, name: str, outcome: str) -> list[s
         raise kernel_error(f"read back {name}", error) from error
     raise KernelError(
         f"{name}: still present after deletion; remove it by hand: ip link del {name}"
+    )
+
+
+def _not_ours(link: LinkInfo, wanted: str) -> KernelError:
+    """A link of another kind under the name krnet needs: not krnet's, so never deleted."""
+    return KernelError(
+        f"{link.name} ({_identity(link)}) exists and is not a {wanted} link: krnet did not create "
+        "it and does "
+        f"not delete or re-type it; rename or remove it by hand (ip link del {link.name}), or "
+        "choose another name for krnet's link in the configuration"
     )
 
 
