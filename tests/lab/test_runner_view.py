@@ -149,7 +149,8 @@ def test_a_runner_refused_after_its_id_was_reclaimed_gives_up_its_addressing(
         cluster.wait_until(
             "the first runner on the overlay",
             lambda: (
-                own_status(cluster, first)["network"] == "kohakuriver-overlay"
+                [r["network"] for r in own_status(cluster, first)["runners"]]
+                == ["kohakuriver-overlay"]
                 and "kohakuriver-overlay" in cluster.docker(first, "network", "ls")
             ),
         )
@@ -166,8 +167,10 @@ def test_a_runner_refused_after_its_id_was_reclaimed_gives_up_its_addressing(
         )
         cluster.start(first)
         cluster.wait_until(
-            "the first runner refused", lambda: reason_holds(cluster, first, "pool_exhausted")
+            "the first runner refused", lambda: "[pool_exhausted]" in first.log.read_text()
         )
+        cluster.wait_until("its vxlan0 gone", lambda: "vxlan0" not in links(first), timeout=10)
+        assert reason_holds(cluster, first, "pool_exhausted")
         status = own_status(cluster, first)
         assert (status["network"], status["runners"]) == ("kohakuriver-net", [])
         # vxlan0 (VNI 101 is the second runner's now) and the rules go at once; the bridge and
