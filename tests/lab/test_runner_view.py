@@ -170,7 +170,9 @@ def test_a_runner_refused_after_its_id_was_reclaimed_gives_up_its_addressing(
             "the first runner refused", lambda: "[pool_exhausted]" in first.log.read_text()
         )
         cluster.wait_until("its vxlan0 gone", lambda: "vxlan0" not in links(first), timeout=10)
-        assert reason_holds(cluster, first, "pool_exhausted")
+        cluster.wait_until(
+            "the refusal published", lambda: reason_holds(cluster, first, "pool_exhausted")
+        )
         status = own_status(cluster, first)
         assert (status["network"], status["runners"]) == ("kohakuriver-net", [])
         # vxlan0 (VNI 101 is the second runner's now) and the rules go at once; the bridge and
