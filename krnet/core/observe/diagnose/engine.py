@@ -6,6 +6,7 @@ these; nothing here touches the machine, so every check is tested from recorded 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface
@@ -157,16 +158,15 @@ def _check_fallback_subnet(ctx: Context) -> list[Check]:
 def _check_allocation_scheme(ctx: Context) -> list[Check]:
     """A runner uses the host's scheme from its allocation; local keys that differ are noted."""
     local = ctx.snapshot.local_settings
-    if local is None:
-        held = ctx.snapshot.runner_state and ctx.snapshot.runner_state.allocation
-        detail = "the allocation this runner holds matches its own scheme keys"
-        return [Check("allocation_scheme", PASS, detail if held else "no allocation held yet")]
-    found = scheme_differences(local, ctx.settings)
+    state = ctx.snapshot.runner_state
+    if state is None or state.allocation is None:
+        return []  # no allocation held: this runner is judged by its own settings
+    found = scheme_differences(local or ctx.settings, ctx.settings)
     if not found:
         return [Check("allocation_scheme", PASS, "the allocation matches this runner's keys")]
     mine = ", ".join(f"{key} {ours}" for key, ours, _ in found)
     hosts = ", ".join(f"{key} {theirs}" for key, _, theirs in found)
-    keys = ", ".join(f"{key} = {theirs!r}" for key, _, theirs in found).replace("'", '"')
+    keys = ", ".join(f"{key} = {json.dumps(theirs)}" for key, _, theirs in found)
     return [
         Check(
             "allocation_scheme",
