@@ -87,20 +87,15 @@ def test_doctor_flags_the_fallback_subnet_in_the_underlay() -> None:
 
 def held(runner_id: int = 3) -> HeldAllocation:
     """Runner 3's allocation under the custom scheme 172.16.0.1/12."""
-    return HeldAllocation(
-        runner_id=runner_id,
-        vni=100 + runner_id,
-        subnet=f"172.{16 + runner_id}.0.0/16",
-        gateway=f"172.{16 + runner_id}.0.1",
-        host_overlay_ip="172.16.0.1",
-        host_ip_on_subnet=f"172.{16 + runner_id}.0.254",
-        host_physical_ip="192.0.2.1",
-        overlay_cidr="172.16.0.0/12",
-        bridge_name="kohaku-overlay",
-        mtu=1450,
-        vxlan_port=4789,
-        vxlan_id=100,
+    block = 16 + runner_id
+    fields = (
+        f'{{"runner_id": {runner_id}, "vni": {100 + runner_id}, "subnet": "172.{block}.0.0/16", '
+        f'"gateway": "172.{block}.0.1", "host_ip_on_subnet": "172.{block}.0.254", '
+        '"host_overlay_ip": "172.16.0.1", "host_physical_ip": "192.0.2.1", "mtu": 1450, '
+        '"overlay_cidr": "172.16.0.0/12", "bridge_name": "kohaku-overlay", "vxlan_port": 4789, '
+        '"vxlan_id": 100}'
     )
+    return HeldAllocation(**json.loads(fields))
 
 
 def state(**changes: object) -> RunnerState:
