@@ -214,8 +214,11 @@ def _cell(value: object) -> str:
 
 def run_config_show(args: argparse.Namespace) -> int:
     """Print every effective setting and the source that set it."""
+    from krnet.config.checks import warnings
+
     loaded = load_settings(args)
     values = {key: _shown(key, value) for key, value in asdict(loaded.settings).items()}
+    notes = warnings(loaded.settings, loaded.sources)
     if args.json:
         document = {
             "config_file": str(loaded.config_file) if loaded.config_file else None,
@@ -225,6 +228,7 @@ def run_config_show(args: argparse.Namespace) -> int:
                 key: {"value": value, "source": loaded.sources[key]}
                 for key, value in values.items()
             },
+            "warnings": notes,
         }
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
@@ -236,6 +240,8 @@ def run_config_show(args: argparse.Namespace) -> int:
         print(f"defaults:    {_layout_line(default_layout())}\n")
         for key, value, source in rows:
             print(f"{key:<{widths[0]}}  {value:<{widths[1]}}  {source}")
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     settings = loaded.settings
     if (
         settings.mode == "host"

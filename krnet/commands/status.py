@@ -9,9 +9,14 @@ from datetime import datetime, timezone
 from krnet.config import load_settings
 from krnet.core.model.plan import HOST_DEVICE
 from krnet.core.model.settings import Settings
-from krnet.core.observe.status import overlay_status, probe_extra, render_overlay_table
+from krnet.core.observe.status import (
+    overlay_status,
+    probe_extra,
+    render_overlay_table,
+    runner_settings,
+)
 from krnet.core.record import load_runners
-from krnet.core.record.reader import database_path
+from krnet.core.record.reader import database_path, read_runner_state
 
 
 def run_node_overlay(args: argparse.Namespace) -> int:
@@ -24,6 +29,7 @@ def run_node_overlay(args: argparse.Namespace) -> int:
         status = fetch_remote_status(args.connect, settings, loaded.data_dir)
     else:
         now = datetime.now(timezone.utc)
+        state = read_runner_state(loaded.data_dir) if settings.mode == "runner" else None
         status = overlay_status(
             mode=settings.mode,
             settings=settings,
@@ -31,7 +37,9 @@ def run_node_overlay(args: argparse.Namespace) -> int:
             now=now,
             runner_timeout=settings.runner_timeout,
             extra=probe_extra(loaded.data_dir, settings, now) if settings.mode == "host" else None,
+            runner_state=state,
         )
+        settings = runner_settings(settings, state)
     if args.json:
         print(json.dumps(status, indent=2))
     else:

@@ -17,7 +17,7 @@ from krnet.core.model.plan import (
     PlanError,
     runner_id_from_tunnel,
 )
-from krnet.core.model.settings import Settings
+from krnet.core.model.settings import FALLBACK_SUBNET_FIX, Settings, fallback_subnet_overlaps
 from krnet.errors import ConfigError
 
 MIN_MTU = 576  # the smallest datagram every IPv4 host must accept (RFC 791)
@@ -50,6 +50,15 @@ def validate(settings: Settings, sources: Mapping[str, str]) -> None:
             "where the host listens: set host_address (or KRNET_HOST_ADDRESS) to the host's "
             "address, e.g. with `krnet init runner --host-address ADDRESS`"
         )
+
+
+def warnings(settings: Settings, sources: Mapping[str, str]) -> list[str]:
+    """Settings that work but will bite (shown by `config show`; `doctor` adds the underlay)."""
+    source = sources.get("docker_network_subnet", "default")
+    return [
+        f"{problem} (docker_network_subnet from {source}): {FALLBACK_SUBNET_FIX}"
+        for problem in fallback_subnet_overlaps(settings)
+    ]
 
 
 def _check_mtu_and_ports(settings: Settings, sources: Mapping[str, str]) -> None:

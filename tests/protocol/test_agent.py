@@ -18,10 +18,12 @@ import pytest
 from krnet.core.control.agent import BACKOFF_CAP, RunnerAgent, backoff_delays, load_identity
 from krnet.core.control.planes import NullRunnerDataPlane
 from krnet.core.model.records import identity_hash
+from krnet.core.model.runner_state import RunnerState
 from krnet.core.model.settings import Settings
 from krnet.core.protocol.client import HostConnection
 from krnet.core.protocol.framing import MAX_LINE, encode_frame
 from krnet.core.protocol.messages import Allocation
+from krnet.core.record.reader import read_runner_state
 from krnet.core.record.store import Store
 from krnet.errors import ConfigError, KernelError, ProtocolError
 from tests.protocol.peers import (
@@ -30,6 +32,7 @@ from tests.protocol.peers import (
     RunningHost,
     StartHost,
     fake_host,
+    free_port,
     spawn_serve,
     stop_serve,
     wait_until,
@@ -239,3 +242,70 @@ async def test_host_speaking_another_version_is_refused(tmp_path: Path) -> None:
         await HostConnection.open("127.0.0.1", port, TOKEN, timeout=10)
     server.close()
     assert caught.value.code == "unsupported_version"
+
+
+class AlwaysFails(NullRunnerDataPlane):
+    """A data plane that can never set up: a leftover link holds the VNI (the same error)."""
+
+    def apply(self, allocation: Allocation) -> None:
+        super().apply(allocation)
+        raise KernelError("vxlan0: VNI 101 is held by leftover link vx-old: ip link del vx-old")
+
+
+def published(data_dir: Path) -> RunnerState | None:
+    return read_runner_state(data_dir)
+
+
+async def test_a_persistent_setup_failure_is_logged_once_and_published(
+    host: RunningHost, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression (issue 12, item 5): on ccbb48d every heartbeat logged the failure again.
+    dataplane = AlwaysFails()
+    with (
+        Store.open(tmp_path / "runner") as store,
+        caplog.at_level(logging.ERROR, logger="krnet.runner"),
+    ):
+        async with running_agent(host.port, tmp_path / "runner", dataplane=dataplane, store=store):
+            await wait_until(lambda: len(applied(dataplane)) >= 5)
+        events = [event for event in store.events() if event.kind == "setup"]
+    failures = [record for record in caplog.records if "could not apply" in record.getMessage()]
+    assert len(failures) == 1
+    assert "ip link del vx-old" in failures[0].getMessage()
+    assert [event.runner_id for event in events] == [1]  # once in the Events view too
+    state = published(tmp_path / "runner")
+    assert state is not None and state.setup_error is not None
+    assert "vx-old" in state.setup_error
+    assert state.network == "kohakuriver-net"
+    assert state.network_reason is not None and "set-up failed" in state.network_reason
+
+
+async def test_an_unreachable_host_is_published_as_the_fallback_reason(tmp_path: Path) -> None:
+    async with running_agent(free_port(), tmp_path / "runner") as agent:
+        await wait_until(lambda: published(tmp_path / "runner") is not None)
+        assert agent.applied is None
+    state = published(tmp_path / "runner")
+    assert state is not None and state.allocation is None
+    assert state.network == "kohakuriver-net"
+    assert state.network_reason is not None and "host unreachable" in state.network_reason
+
+
+async def test_a_runner_refused_after_its_id_was_reclaimed_gives_it_up(
+    start_host: StartHost, tmp_path: Path
+) -> None:
+    # a pool of one id (/8 cut into /9 blocks: block 0 is the host's), short timeout
+    host = await start_host(overlay_runner_prefix=9, runner_timeout=0.6)
+    first, second = NullRunnerDataPlane(), NullRunnerDataPlane()
+    with Store.open(tmp_path / "a") as store:
+        async with running_agent(host.port, tmp_path / "a", dataplane=first, store=store):
+            await wait_until(lambda: bool(store.runners()))
+        await wait_until(lambda: host.store.runners()[0].status == "inactive")
+        async with running_agent(host.port, tmp_path / "b", dataplane=second) as taker:
+            await wait_until(lambda: taker.applied is not None)
+            async with running_agent(host.port, tmp_path / "a", dataplane=first, store=store):
+                await wait_until(lambda: ("withdraw", None) in first.calls)
+                await wait_until(lambda: not store.runners())
+            assert [event.kind for event in store.events()].count("lost") == 1
+    state = published(tmp_path / "a")
+    assert state is not None and state.allocation is None
+    assert state.network == "kohakuriver-net"
+    assert state.network_reason is not None and "pool_exhausted" in state.network_reason

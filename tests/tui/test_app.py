@@ -51,7 +51,7 @@ async def test_healthy_overview_says_all_pass() -> None:
     app = make_app("healthy_runner")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        assert text_of(pilot, "#overview-problems").startswith("✔ all 12 checks pass")
+        assert text_of(pilot, "#overview-problems").startswith("✔ all 13 checks pass")
         assert text_of(pilot, "#overview-spokes").splitlines()[0] == "◉ host 192.0.2.1"
 
 

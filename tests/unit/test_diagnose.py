@@ -307,7 +307,11 @@ def test_overlay_disabled_skips_overlay_checks() -> None:
     assert snap.docker is not None
     docker = dataclasses.replace(snap.docker, selected_network="kohakuriver-net")
     checks = diagnose(dataclasses.replace(snap, settings=settings, docker=docker))
-    assert [(c.check, c.status) for c in checks] == [("overlay_enabled", WARN), ("docker", PASS)]
+    assert [(c.check, c.status) for c in checks] == [
+        ("overlay_enabled", WARN),
+        ("docker_subnet", PASS),
+        ("docker", PASS),
+    ]
 
 
 def test_worst_first_health_and_mismatches() -> None:

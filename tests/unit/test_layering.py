@@ -38,8 +38,14 @@ ALWAYS = {"errors", "krnet"}
 # observe reads the record through the reader (the package's `load_runners` is the reader, or
 # the store for a record behind head), never the store itself
 RECORD_FOR_OBSERVE = {"krnet.core.record", "krnet.core.record.reader"}
-# the only ways in at the top: the CLI dispatches to the commands, `krnet tui` opens the TUI
-TOP_ENTRIES = {("cli", "commands"), ("commands.tui", "tui"), ("__main__", "cli")}
+# the entry points: boot (the interpreter check) and __main__ start cli, cli dispatches to a
+# command, and `krnet tui` opens the TUI
+TOP_ENTRIES = {
+    ("cli", "commands"),
+    ("commands.tui", "tui"),
+    ("__main__", "cli"),
+    ("boot", "cli"),
+}
 
 
 def modules() -> dict[str, Path]:

@@ -123,6 +123,9 @@ class FakeFirewall:
     def ensure(self, plan: FirewallPlan) -> list[str]:
         return self.journal.note("firewall", plan)
 
+    def remove(self, interfaces: Sequence[str], vxlan_port: int) -> list[str]:
+        return self.journal.note("firewall_remove", (list(interfaces), vxlan_port))
+
 
 @dataclass
 class FakeDocker:
@@ -134,6 +137,9 @@ class FakeDocker:
         if self.down:
             raise DockerError("Docker is not running: start dockerd")
         return changes
+
+    def remove(self, name: str) -> list[str]:
+        return self.journal.note("docker_remove", name) or [f"removed Docker network {name}"]
 
 
 @dataclass
@@ -444,3 +450,42 @@ def test_the_seam_gives_the_host_plane_its_results_file(tmp_path: Path) -> None:
         assert isinstance(plane.events, RecordedEvents)
     assert isinstance(make_host_dataplane(Settings(mode="host")), NullHostDataPlane)
     assert isinstance(make_runner_dataplane(RUNNER), RunnerPlane)
+
+
+def test_a_lost_allocation_takes_its_links_rules_and_network_away() -> None:
+    node = runner()
+    node.plane.apply(allocation(2))
+    node.plane.withdraw()
+    assert node.journal.named("docker_remove") == ["kohakuriver-overlay"]
+    assert node.journal.named("remove") == ["vxlan0", "kohaku-overlay"]
+    assert node.journal.named("firewall_remove") == [(["kohaku-overlay", "vxlan0"], 4789)]
+    assert node.journal.named("docker")[-1] == ["kohakuriver-net"]
+    assert node.plane.selected_network == "kohakuriver-net"
+
+
+def test_a_lost_allocation_keeps_the_bridge_while_containers_use_it() -> None:
+    node = runner()
+    node.plane.apply(allocation(2))
+    kept = "kept Docker network kohakuriver-overlay: containers web still use it"
+    node.journal.changes["docker_remove"] = [kept]
+    changes = node.plane.withdraw()
+    assert node.journal.named("remove") == ["vxlan0"]
+    assert kept in changes and "kept kohaku-overlay: containers are still attached to it" in changes
+
+
+def test_a_failing_reconcile_is_logged_once_until_it_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Regression (issue 12, item 5): on ccbb48d every heartbeat logged "reconcile failed" again.
+    node = runner(Settings(mode="runner", overlay_enabled=True, reconcile_interval=0.0))
+    node.plane.apply(allocation(2))
+    node.kernel.fail = KernelError("vxlan0: VNI 102 is held by vx-old: ip link del vx-old")
+    with caplog.at_level("ERROR", logger="krnet.runner"):
+        for _ in range(4):
+            node.plane.observe()
+        node.kernel.fail = KernelError("kohaku-overlay: another failure")
+        node.plane.observe()
+    assert [record.getMessage() for record in caplog.records] == [
+        "reconcile failed: vxlan0: VNI 102 is held by vx-old: ip link del vx-old",
+        "reconcile failed: kohaku-overlay: another failure",
+    ]

@@ -21,10 +21,12 @@ from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from krnet.core.control.published import publish_runner_state
 from krnet.core.dataplane.routing import ipv4_routes
 from krnet.core.model.plan import RUNNER_TUNNEL
 from krnet.core.model.records import JoinRequest
 from krnet.core.model.report import RunnerReport
+from krnet.core.model.runner_state import NOT_JOINED, HeldAllocation, RunnerState
 from krnet.core.model.welcome import Route, check_allocation
 from krnet.core.protocol.channel import mac_key
 from krnet.core.protocol.client import HostConnection
@@ -48,6 +50,9 @@ log = logging.getLogger("krnet.runner")
 
 IDENTITY_FILE = "runner_identity"
 KEY_FILE = "runner_key"  # the per-runner key the host issued at enrolment (docs/protocol.md)
+LOST_CODES = frozenset(
+    {"pool_exhausted"}
+)  # refusals after which the id this runner held is not its
 BACKOFF_FIRST = 1.0
 BACKOFF_CAP = 30.0
 _IDENTITY = re.compile(r"[0-9a-f]{32}")
@@ -147,6 +152,9 @@ class RunnerAgent:
         self._routes = routes
         self.hostname = socket.gethostname()
         self.applied: Allocation | None = None
+        self._held: Allocation | None = None  # the host's last allocation, applied or not
+        self._setup_error: str | None = None
+        self._fallback_reason = NOT_JOINED
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
 
@@ -163,9 +171,11 @@ class RunnerAgent:
                 joined = await self._session()
             except ProtocolError as exc:
                 log.error("%s: %s [%s]; nothing configured from this answer", where, exc, exc.code)
+                await self._refused(f"refused by the host [{exc.code}]: {exc}", exc.code)
                 joined = False
             except (OSError, asyncio.TimeoutError) as exc:  # wait_for's, before Python 3.11
                 log.warning("%s: cannot talk to the host (%s)", where, exc or type(exc).__name__)
+                self._unreachable(f"host unreachable: {where}: {exc or type(exc).__name__}")
                 joined = False
             if joined:
                 delays = backoff_delays(self._rng)
@@ -255,13 +265,18 @@ class RunnerAgent:
         log.info("enrolled: the host issued this runner's key (%s)", self.data_dir / KEY_FILE)
 
     async def _apply(self, allocation: Allocation, request: JoinRequest) -> None:
+        self._held = allocation
         try:
             await asyncio.to_thread(self.dataplane.apply, allocation)
         except KrnetError as exc:
-            log.error("runner %d: could not apply the allocation: %s", allocation.runner_id, exc)
             self.applied = None
+            await self._setup_failed(allocation.runner_id, str(exc))
             return
         self.applied = allocation
+        if self._setup_error is not None:
+            log.info("runner %d: the overlay is set up now", allocation.runner_id)
+        self._setup_error = None
+        self._publish()
         if self.store is not None:
             await asyncio.to_thread(
                 self.store.keep_own_allocation,
@@ -271,6 +286,67 @@ class RunnerAgent:
                 subnet=allocation.subnet,
                 now=datetime.now(timezone.utc),
             )
+
+    async def _setup_failed(self, runner_id: int, error: str) -> None:
+        """Log and record a set-up failure once, and again only when it changes."""
+        if error == self._setup_error:
+            return
+        self._setup_error = error
+        self._publish()
+        message = f"runner {runner_id}: could not apply the allocation: {error}"
+        log.error("%s", message)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.record_event, "setup", message, runner_id)
+
+    async def _refused(self, reason: str, code: str) -> None:
+        """A refusal; one that means the id this runner held is another's gives it all up."""
+        if code not in LOST_CODES:
+            if self.applied is None:
+                self._fall_back(reason)
+            return
+        held = self._held
+        self.applied = self._held = None
+        self._setup_error = None
+        changes = await asyncio.to_thread(self.dataplane.withdraw)
+        if self.store is not None:
+            lost = await asyncio.to_thread(
+                self.store.forget_own_allocation, now=datetime.now(timezone.utc), reason=reason
+            )
+            for change in changes:
+                await asyncio.to_thread(self.store.record_event, "lost", change, None)
+            if held is not None or lost:
+                log.warning("gave up the allocation this runner held: %s", reason)
+        self._fall_back(reason)
+
+    def _unreachable(self, reason: str) -> None:
+        if self.applied is None:
+            self._fall_back(reason)
+
+    def _fall_back(self, reason: str) -> None:
+        self._fallback_reason = reason
+        self._publish()
+
+    def _publish(self) -> None:
+        """Tell `node overlay`, `doctor` and the TUI what this runner holds and uses."""
+        settings = self.settings
+        reason = None
+        if self.applied is None:
+            reason = (
+                f"the overlay set-up failed: {self._setup_error}" if self._setup_error else None
+            )
+            reason = reason or self._fallback_reason
+        held = self._held
+        state = RunnerState(
+            updated_at=datetime.now(timezone.utc),
+            allocation=HeldAllocation(**held.model_dump(include=_HELD_FIELDS)) if held else None,
+            network=settings.docker_network_name if reason else settings.overlay_network_name,
+            network_reason=reason,
+            setup_error=self._setup_error,
+        )
+        try:
+            publish_runner_state(self.data_dir, state)
+        except OSError as exc:
+            log.warning("cannot publish this runner's state in %s: %s", self.data_dir, exc)
 
     async def _observe(self) -> dict[str, Any]:
         try:
@@ -298,6 +374,9 @@ class RunnerAgent:
         except asyncio.TimeoutError:
             return False
         return True
+
+
+_HELD_FIELDS = {field for field in HeldAllocation.__dataclass_fields__}
 
 
 def _ipv4_or_fail(address: str) -> str:

@@ -51,6 +51,9 @@ class RunnerDataPlane(Protocol):
     def observe(self) -> RunnerReport:
         """The link state this runner sees, reported in heartbeats for mismatch detection."""
 
+    def withdraw(self) -> list[str]:
+        """Give up a lost allocation: its links, rules and overlay network (docs/operations.md)."""
+
 
 @dataclass
 class NullHostDataPlane:
@@ -88,6 +91,10 @@ class NullRunnerDataPlane:
 
     def observe(self) -> RunnerReport:
         return RunnerReport()
+
+    def withdraw(self) -> list[str]:
+        self.calls.append(("withdraw", None))
+        return []
 
 
 @dataclass

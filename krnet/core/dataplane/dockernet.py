@@ -178,6 +178,14 @@ class Docker:
         finally:
             client.close()
 
+    def remove(self, name: str) -> list[str]:
+        """Remove krnet's network `name` unless containers use it (then it is named and kept)."""
+        client = connect()
+        try:
+            return remove_managed_network(client, name)
+        finally:
+            client.close()
+
 
 def _unavailable_message(reason: str) -> str:
     after = "the overlay still works and the network is created once Docker appears"
@@ -275,25 +283,29 @@ def _with_labelled(client: DockerClient, names: list[str]) -> list[str]:
 
 def remove_managed_networks(client: DockerClient, names: list[str]) -> list[str]:
     """Remove krnet's networks (by name or label); one still in use is named and kept."""
-    done = []
-    for name in _with_labelled(client, names):
-        attrs = inspect_network(client, name)
-        if attrs is None:
-            continue
-        if (attrs.get("Labels") or {}).get(MANAGED_LABEL) != "1":
-            done.append(f"kept Docker network {name}: krnet did not create it")
-            continue
-        users = network_users(client, attrs)
-        if users:
-            done.append(
-                f"kept Docker network {name}: containers {', '.join(users)} still use it "
-                "(remove them, then run krnet cleanup again)"
-            )
-            continue
-        with _docker_call(f"remove network {name}"):
-            client.api.remove_network(attrs["Id"])
-        done.append(f"removed Docker network {name}")
-    return done
+    return [
+        done
+        for name in _with_labelled(client, names)
+        for done in remove_managed_network(client, name)
+    ]
+
+
+def remove_managed_network(client: DockerClient, name: str) -> list[str]:
+    """Remove krnet's network `name`; one still in use, or not krnet's, is named and kept."""
+    attrs = inspect_network(client, name)
+    if attrs is None:
+        return []
+    if (attrs.get("Labels") or {}).get(MANAGED_LABEL) != "1":
+        return [f"kept Docker network {name}: krnet did not create it"]
+    users = network_users(client, attrs)
+    if users:
+        return [
+            f"kept Docker network {name}: containers {', '.join(users)} still use it "
+            "(remove them, then run krnet cleanup again)"
+        ]
+    with _docker_call(f"remove network {name}"):
+        client.api.remove_network(attrs["Id"])
+    return [f"removed Docker network {name}"]
 
 
 def read_docker_state(settings: Settings, overlay_ready: bool) -> DockerState:

@@ -379,6 +379,10 @@ class NodeFirewall:
     def ensure(self, plan: FirewallPlan) -> list[str]:
         return ensure_firewall(plan, self.ipt)
 
+    def remove(self, interfaces: Sequence[str], vxlan_port: int) -> list[str]:
+        """Remove every rule krnet made here (a runner that lost its allocation)."""
+        return remove_firewall(self.ipt, interfaces=interfaces, vxlan_port=vxlan_port)
+
 
 def _apply(ipt: Iptables, steps: Iterable[Step]) -> list[str]:
     changes = []

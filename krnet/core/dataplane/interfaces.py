@@ -84,12 +84,20 @@ class Firewall(Protocol):
         """Converge on `plan`; returns what changed."""
         ...
 
+    def remove(self, interfaces: Sequence[str], vxlan_port: int) -> list[str]:
+        """Remove krnet's rules; returns what was removed."""
+        ...
+
 
 class DockerNetworks(Protocol):
     """This node's Docker daemon, as far as krnet's networks go."""
 
     def ensure(self, specs: Sequence[NetworkSpec]) -> list[str]:
         """Converge these networks; a KrnetError (DockerError) when Docker does not answer."""
+        ...
+
+    def remove(self, name: str) -> list[str]:
+        """Remove krnet's network `name`, or keep it (and say so) while containers use it."""
         ...
 
 

@@ -58,6 +58,7 @@ class RunnerPlane:
         self._docker_ready = False
         self._docker_error: str | None = None
         self._reconciled_at = 0.0
+        self._reconcile_error: str | None = None
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
@@ -95,7 +96,11 @@ class RunnerPlane:
         try:
             self._converge(self._allocation)
         except KrnetError as exc:
-            log.error("reconcile failed: %s", exc)
+            if str(exc) != self._reconcile_error:  # once per distinct failure, not every heartbeat
+                log.error("reconcile failed: %s", exc)
+            self._reconcile_error = str(exc)
+            return
+        self._reconcile_error = None
 
     def observe(self) -> RunnerReport:
         """What this runner's tunnel really looks like, for heartbeats and mismatch detection."""
@@ -121,6 +126,35 @@ class RunnerPlane:
                 docker_error=self._docker_error,
                 network=self.selected_network,
             )
+
+    def withdraw(self) -> list[str]:
+        """Give up an allocation this runner lost (its id belongs to another runner now).
+
+        `vxlan0` (the VNI is someone else's), krnet's rules and the overlay Docker network go;
+        the bridge (its gateway address and the route to the overlay with it) goes too, unless
+        containers are still attached to the overlay network: then both are kept and that is
+        said. Containers are pointed at the default network from now on.
+        """
+        with self._lock:
+            held, self._allocation, self._overlay_ready = self._allocation, None, False
+            bridge = held.bridge_name if held else self.settings.overlay_bridge_name
+            port = held.vxlan_port if held else self.settings.overlay_vxlan_port
+            try:
+                docker = self.docker.remove(self.settings.overlay_network_name)
+            except KrnetError as exc:
+                docker = [f"Docker network {self.settings.overlay_network_name} not checked: {exc}"]
+            keep_bridge = any(line.startswith("kept ") for line in docker)
+            with self.kernel.session([RUNNER_TUNNEL, bridge]) as links:
+                changes = links.remove_link(RUNNER_TUNNEL)
+                if not keep_bridge:
+                    changes += links.remove_link(bridge)
+            changes += self.firewall.remove([bridge, RUNNER_TUNNEL], port) + docker
+            if keep_bridge:
+                changes.append(f"kept {bridge}: containers are still attached to it")
+            self._ensure_docker()
+        for change in changes:
+            log.warning("lost allocation: %s", change)
+        return changes
 
     @property
     def selected_network(self) -> str:

@@ -6,8 +6,9 @@ Plain frozen values with no I/O; loading them from files, the environment and fl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Literal
 
@@ -90,3 +91,30 @@ def check_mtu_fits_underlay(
             f"{VXLAN_OVERHEAD} bytes of VXLAN overhead: set overlay_mtu to at most "
             f"{underlay_mtu - VXLAN_OVERHEAD} on the host and every runner"
         )
+
+
+def fallback_subnet_overlaps(settings: Settings, underlay: Iterable[IPv4Network] = ()) -> list[str]:
+    """What `docker_network_subnet` overlaps: the overlay network, an underlay network; each
+    one a sentence naming both (empty when it overlaps neither)."""
+    fallback = IPv4Network(settings.docker_network_subnet)
+    overlay = settings.plan().network
+    found = []
+    if fallback.overlaps(overlay):
+        found.append(
+            f"docker_network_subnet {fallback} lies in the overlay network {overlay} "
+            f"(overlay_host_ip {settings.overlay_host_ip}/{settings.overlay_host_prefix}), "
+            "where runner subnets are cut"
+        )
+    found += [
+        f"docker_network_subnet {fallback} overlaps the underlay network {network}"
+        for network in sorted(set(underlay))
+        if fallback.overlaps(network)
+    ]
+    return found
+
+
+FALLBACK_SUBNET_FIX = (
+    "set docker_network_subnet (and docker_network_gateway) to a private range outside the "
+    'overlay and every underlay network, e.g. docker_network_subnet = "192.168.240.0/24", '
+    'docker_network_gateway = "192.168.240.1"'
+)

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from krnet.core.model.node_state import DockerState, LinkInfo, ProbeResult, RouteInfo, RuleInfo
 from krnet.core.model.records import EventRecord, RunnerRecord
+from krnet.core.model.runner_state import RunnerState
 from krnet.core.model.settings import Mode, Settings
 
 
@@ -22,6 +23,8 @@ class NodeSnapshot:
 
     taken_at: datetime
     mode: Mode
+    # the settings this node runs by: on a runner holding an allocation, its own settings with
+    # the host's overlay scheme from that allocation (`local_settings` keeps its own then)
     settings: Settings
     runners: tuple[RunnerRecord, ...] = ()
     links: Mapping[str, LinkInfo] = field(default_factory=dict)
@@ -39,3 +42,5 @@ class NodeSnapshot:
     # checks of an unread part are skipped, and diagnosis says so
     errors: tuple[str, ...] = ()
     hostname: str = ""
+    runner_state: RunnerState | None = None  # a runner agent's account of itself
+    local_settings: Settings | None = None  # a runner's own settings, when `settings` differ

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, TypeVar
 from krnet.core.model.node_state import DockerState, LinkInfo, ProbeResult, RouteInfo, RuleInfo
 from krnet.core.model.plan import RUNNER_TUNNEL, runner_id_from_tunnel
 from krnet.core.model.records import ACTIVE, EventRecord, RunnerRecord
+from krnet.core.model.runner_state import RunnerState
 from krnet.core.model.snapshot import NodeSnapshot
 from krnet.core.observe.diagnose.check import ip_of
+from krnet.core.observe.status import runner_settings
 from krnet.errors import KrnetError, StoreError
 
 if TYPE_CHECKING:
@@ -33,7 +35,9 @@ def gather_snapshot(
     loaded: LoadedSettings, *, probe: bool = False, events: bool = False
 ) -> NodeSnapshot:
     """This node's state now; `probe` sends a DF probe round instead of reading the service's."""
-    settings = loaded.settings
+    local = loaded.settings
+    state = _runner_state(loaded) if local.mode == "runner" else None
+    settings = runner_settings(local, state)
     errors: list[str] = []
     now = datetime.now(timezone.utc)
     runners: Sequence[RunnerRecord] = _read("record", errors, lambda: _runners(loaded), ())
@@ -67,7 +71,15 @@ def gather_snapshot(
         events=tuple(log),
         errors=tuple(errors),
         hostname=socket.gethostname(),
+        runner_state=state,
+        local_settings=local if settings != local else None,
     )
+
+
+def _runner_state(loaded: LoadedSettings) -> RunnerState | None:
+    from krnet.core.record.reader import read_runner_state
+
+    return read_runner_state(loaded.data_dir)
 
 
 def _read(part: str, errors: list[str], read: Callable[[], T], default: T) -> T:

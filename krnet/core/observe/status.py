@@ -21,6 +21,7 @@ from krnet.core.model.plan import (
     tunnel_name,
 )
 from krnet.core.model.records import ACTIVE, INACTIVE, RunnerRecord
+from krnet.core.model.runner_state import NOT_JOINED, OVERLAY_OFF, RunnerState, held_settings
 from krnet.core.model.settings import Mode, Settings
 from krnet.core.model.text import printable
 from krnet.core.observe.diagnose.far_end import far_end_mismatches, judge_far_end
@@ -42,6 +43,30 @@ _TABLE_COLUMNS = (
 )
 
 
+def runner_settings(settings: Settings, state: RunnerState | None) -> Settings:
+    """The settings a runner is judged by: with the overlay scheme of the allocation it holds,
+    else (no allocation, or the overlay off) its own."""
+    if settings.mode != "runner" or not settings.overlay_enabled or state is None:
+        return settings
+    return held_settings(settings, state.allocation) if state.allocation else settings
+
+
+def network_selection(settings: Settings, state: RunnerState | None) -> dict[str, object]:
+    """A runner's `network`, `network_reason` and `gateway` (reference: "Network Selection")."""
+    fallback = {"network": settings.docker_network_name, "gateway": settings.docker_network_gateway}
+    if not settings.overlay_enabled:
+        return {**fallback, "network_reason": OVERLAY_OFF}
+    if state is None:
+        return {**fallback, "network_reason": NOT_JOINED}
+    if state.network_reason is not None or state.allocation is None:
+        return {**fallback, "network_reason": state.network_reason or NOT_JOINED}
+    return {
+        "network": state.network,
+        "network_reason": None,
+        "gateway": state.allocation.gateway,
+    }
+
+
 def overlay_status(
     *,
     mode: Mode,
@@ -51,8 +76,16 @@ def overlay_status(
     runner_timeout: float,
     interface_for: Callable[[RunnerRecord], str] | None = None,
     extra: Mapping[int, Mapping[str, object]] | None = None,
+    runner_state: RunnerState | None = None,
 ) -> dict[str, object]:
-    """The object `krnet node overlay --json` prints (docs/design.md "Command line")."""
+    """The object `krnet node overlay --json` prints (docs/design.md "Command line").
+
+    On a runner, judged by the allocation it holds (`runner_state`) and saying which network
+    containers use now.
+    """
+    local = settings
+    if mode == "runner":
+        settings = runner_settings(settings, runner_state)
     plan = settings.plan()
     name_of = interface_for or _default_interface(mode)
     entries = []
@@ -62,8 +95,10 @@ def overlay_status(
         entries.append(entry)
     active = sum(1 for entry in entries if entry["status"] == ACTIVE)
     held = {record.runner_id for record in runners if 1 <= record.runner_id <= plan.max_runners}
+    selection = network_selection(local, runner_state) if mode == "runner" else {}
     return {
         "mode": mode,
+        **selection,
         "host_overlay_ip": str(plan.host_interface),
         "vxlan_id_base": settings.overlay_vxlan_id,
         "vxlan_port": settings.overlay_vxlan_port,
@@ -118,8 +153,14 @@ def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = N
     """
     runners = _entries(status)
     status = {key: _cell(value) for key, value in status.items() if key != "runners"}
+    reason = f" ({status['network_reason']})" if status.get("network_reason") else ""
     summary = [
         f"Overlay network ({status['mode']})",
+        *(
+            [f"  Containers use: {status['network']}, gateway {status['gateway']}{reason}"]
+            if "network" in status
+            else []
+        ),
         f"  Host IP:        {status['host_overlay_ip']}",
         *([f"  Bridge:         {bridge}"] if bridge else []),
         f"  VXLAN:          id base {status['vxlan_id_base']}, port {status['vxlan_port']}, "

@@ -17,7 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from krnet.core.model.codec import decode_dataclass
 from krnet.core.model.records import EventRecord, RunnerRecord
+from krnet.core.model.runner_state import STATE_FILE, RunnerState
 
 DATABASE_NAME = "krnet.db"
 SCHEMA_HEAD = "0003_runner_keys"  # the newest file in migrations/versions (a test keeps them equal)
@@ -31,6 +33,16 @@ _RUNNER_COLUMNS = [field.name for field in fields(RunnerRecord)]
 def database_path(data_dir: Path) -> Path:
     """Where the record of a data dir lives."""
     return data_dir / DATABASE_NAME
+
+
+def read_runner_state(data_dir: Path) -> RunnerState | None:
+    """What this runner's agent last published about itself; None when it published nothing."""
+    try:
+        return decode_dataclass(
+            RunnerState, json.loads(data_dir.joinpath(STATE_FILE).read_text()), STATE_FILE
+        )
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def read_runners(path: Path) -> list[RunnerRecord] | None:

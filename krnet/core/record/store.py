@@ -174,6 +174,15 @@ class Store:
             session.flush()
             return _record(row)
 
+    def forget_own_allocation(self, *, now: datetime, reason: str) -> list[int]:
+        """A runner's record of itself once its host no longer gives it an id: emptied; the ids."""
+        with self._session(write=True) as session:
+            rows = list(session.exec(select(RunnerRow)))
+            for row in rows:
+                session.delete(row)
+                _log(session, now, "lost", f"id {row.runner_id} is no longer ours: {reason}", None)
+            return [row.runner_id for row in rows]
+
     def heartbeat(
         self, runner_id: int, *, now: datetime, observed: dict[str, object]
     ) -> RunnerRecord | None:

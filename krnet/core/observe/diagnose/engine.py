@@ -6,13 +6,16 @@ these; nothing here touches the machine, so every check is tested from recorded 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from ipaddress import AddressValueError, IPv4Address
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface
 
 from krnet.core.model.must_match import differences
 from krnet.core.model.node_state import ProbeResult
 from krnet.core.model.plan import RUNNER_TUNNEL, VXLAN_OVERHEAD
+from krnet.core.model.runner_state import scheme_differences
+from krnet.core.model.settings import FALLBACK_SUBNET_FIX, fallback_subnet_overlaps
 from krnet.core.model.snapshot import NodeSnapshot
 from krnet.core.observe.diagnose.check import (
     FAIL,
@@ -44,7 +47,7 @@ MTU_CHECKS = frozenset({"underlay_mtu", "link_mtu", "probe"})
 def diagnose(snapshot: NodeSnapshot) -> list[Check]:
     """Every check for this node, in a fixed reading order (see `worst_first` for triage)."""
     ctx = Context(snapshot)
-    checks = _check_read_errors(ctx) + _check_overlay_enabled(ctx)
+    checks = _check_read_errors(ctx) + _check_overlay_enabled(ctx) + _check_fallback_subnet(ctx)
     if not snapshot.settings.overlay_enabled:
         return checks + (_check_docker(ctx) if not ctx.host else [])
     for run in _host_checks() if ctx.host else _runner_checks():
@@ -63,7 +66,7 @@ def _host_checks() -> list[Callable[[Context], list[Check]]]:
 
 
 def _runner_checks() -> list[Callable[[Context], list[Check]]]:
-    return [*_shared_checks(), _check_docker]
+    return [_check_allocation_scheme, _check_setup, *_shared_checks(), _check_docker]
 
 
 def _shared_checks() -> list[Callable[[Context], list[Check]]]:
@@ -137,6 +140,58 @@ def _check_overlay_enabled(ctx: Context) -> list[Check]:
             f"~/.kohakuriver/{ctx.snapshot.mode}_config.py), then restart krnet serve",
         )
     ]
+
+
+def _check_fallback_subnet(ctx: Context) -> list[Check]:
+    """docker_network_subnet must overlap neither the overlay network nor the underlay."""
+    settings = ctx.settings
+    link = ctx.link(ctx.snapshot.underlay_link or "")
+    underlay = [IPv4Interface(cidr).network for cidr in link.addresses] if link else []
+    found = fallback_subnet_overlaps(settings, underlay)
+    if not settings.overlay_enabled:
+        found = [problem for problem in found if "overlay network" not in problem]
+    problems = [Check("docker_subnet", WARN, problem, FALLBACK_SUBNET_FIX) for problem in found]
+    detail = f"docker_network_subnet {settings.docker_network_subnet} overlaps no other network"
+    return passed("docker_subnet", problems, detail)
+
+
+def _check_allocation_scheme(ctx: Context) -> list[Check]:
+    """A runner uses the host's scheme from its allocation; local keys that differ are noted."""
+    local = ctx.snapshot.local_settings
+    state = ctx.snapshot.runner_state
+    if state is None or state.allocation is None:
+        return []  # no allocation held: this runner is judged by its own settings
+    found = scheme_differences(local or ctx.settings, ctx.settings)
+    if not found:
+        return [Check("allocation_scheme", PASS, "the allocation matches this runner's keys")]
+    mine = ", ".join(f"{key} {ours}" for key, ours, _ in found)
+    hosts = ", ".join(f"{key} {theirs}" for key, _, theirs in found)
+    keys = ", ".join(f"{key} = {json.dumps(theirs)}" for key, _, theirs in found)
+    return [
+        Check(
+            "allocation_scheme",
+            WARN,
+            f"this runner's settings say {mine}; the host's allocation says {hosts}: this runner "
+            "runs by the allocation, and every check here judges it by the allocation",
+            f"set {keys} in this runner's krnet.toml, or leave them to the host",
+        )
+    ]
+
+
+def _check_setup(ctx: Context) -> list[Check]:
+    """The runner agent's last attempt to build its overlay, and why containers use the fallback."""
+    state = ctx.snapshot.runner_state
+    if state is None:  # no agent has published here: the docker check says what is in use
+        return []
+    if state.setup_error:
+        fix = "the message names the fix; krnet serve retries on every heartbeat"
+        return [
+            Check("overlay_setup", FAIL, f"the overlay set-up failed: {state.setup_error}", fix)
+        ]
+    if state.network_reason:
+        detail = f"containers use {state.network}: {state.network_reason}"
+        return [Check("overlay_setup", WARN, detail, "see the reason; krnet serve keeps retrying")]
+    return [Check("overlay_setup", PASS, f"the overlay is set up; containers use {state.network}")]
 
 
 def _check_reachable_address(ctx: Context) -> list[Check]:
