@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from krnet import __version__
 from krnet.core.control.answers import answer_status
+from krnet.core.control.counters import COUNTERS
 from krnet.core.model.must_match import differences
 from krnet.core.model.plan import tunnel_name
 from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel, new_nonce
@@ -122,6 +123,7 @@ class JoinSession:
             return
         host_ip = self.context.reachable_address(self.writer.get_extra_info("sockname"))
         runner, allocation = await self._admit(first, host_ip)
+        COUNTERS.joined()
         await self.send(self.channel.sign(Welcome, **allocation.model_dump()))
         await self._follow(runner, host_ip)
 
@@ -189,6 +191,7 @@ class JoinSession:
             await asyncio.to_thread(context.dataplane.runner_up, runner, allocation)
         except KrnetError as exc:
             name = tunnel_name(runner.runner_id)
+            COUNTERS.dataplane_failed()
             await record.event("tunnel_failed", f"{name}: {exc}")
             raise ProtocolError("internal", f"the host could not build {name}: {exc}") from None
         log.info(
@@ -224,6 +227,7 @@ class JoinSession:
                 return
             assert isinstance(message, Heartbeat)
             runner = await self.context.record.run(self._heartbeat, runner, message)
+            COUNTERS.heartbeat()
             desired = allocation_for(self.context, runner, host_ip)
             if message.applied != applied_of(desired):
                 log.info("runner %d has not applied its allocation; sending it again", runner_id)
@@ -262,6 +266,7 @@ class JoinSession:
 
     async def refuse(self, code: ErrorCode, message: str) -> None:
         """Best effort: the peer may already be gone."""
+        COUNTERS.refused(code)
         with contextlib.suppress(ConnectionError, TimeoutError, RuntimeError):
             await self.send(error_frame(code, message))
 
