@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from krnet.core.model.settings import LoadedSettings
     from krnet.core.model.snapshot import NodeSnapshot
 
-MAX_AGE = 2.0  # seconds a snapshot serves scrapes and /readyz before it is gathered again
+MAX_AGE = 2.0  # seconds a snapshot serves scrapes before it is gathered again
+READY_MAX_AGE = 0.5  # /readyz judges the kernel as it is now (requests in a burst share one look)
 PROBE_TIMEOUT = 1.0
 
 
@@ -58,10 +59,12 @@ class NodeView:
         self._runner_probe: ProbeResult | None = None
         self._probed = 0.0
 
-    def snapshot(self) -> NodeSnapshot:
+    def snapshot(self, max_age: float | None = None) -> NodeSnapshot:
+        """The latest snapshot, gathered again when older than `max_age` (default: the view's)."""
+        limit = self.max_age if max_age is None else min(max_age, self.max_age)
         with self._lock:
             now = time.monotonic()
-            if self._snapshot is None or now - self._taken > self.max_age:
+            if self._snapshot is None or now - self._taken > limit:
                 self._snapshot = self._gather(self.loaded)
                 self._taken = time.monotonic()
                 if self._snapshot.mode == "runner":
@@ -73,7 +76,8 @@ class NodeView:
         return self._runner_probe
 
     def not_ready(self) -> str | None:
-        return not_ready(self.snapshot())
+        """What `/readyz` says is missing (None: ready), from the kernel as it is now."""
+        return not_ready(self.snapshot(READY_MAX_AGE))
 
     def _probe_host(self, snapshot: NodeSnapshot) -> None:
         """A runner's probe round to the host, at most every probe_interval (the host probes the
