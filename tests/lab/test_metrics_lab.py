@@ -201,7 +201,7 @@ def test_prometheus_scrapes_the_cluster_and_sees_a_runner_go_inactive(
     assert values(cluster, "krnet_ready") == {"krnet-host": 1.0, "krnet-runner": 1.0}
     assert len(query(cluster, "krnet_ready == 1")) == 3
 
-    cluster.stop(cluster.nodes[1])
+    assert cluster.stop(cluster.nodes[1]) == 0  # the metrics listener stops with serve
     cluster.wait_until(
         "runner 2 inactive in Prometheus (runner_timeout is 5 s in the lab)",
         lambda: (
