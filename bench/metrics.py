@@ -171,7 +171,8 @@ def main() -> int:
             fleet = lab.fleet(arguments.runners)
             joined = fleet.join()
             if joined.errors:
-                print(f"metrics bench: {len(joined.errors)} joins failed", file=sys.stderr)
+                first = joined.errors[0]
+                print(f"metrics bench: {len(joined.errors)} joins failed: {first}", file=sys.stderr)
                 return 1
             time.sleep(5)  # let the first heartbeats and probe round settle
             hold, rate = arguments.hold, arguments.rate
