@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
+    from krnet.core.dataplane.probe import ProbeBook
     from krnet.core.model.settings import LoadedSettings
     from krnet.core.model.snapshot import NodeSnapshot
 
@@ -58,6 +59,7 @@ class NodeView:
         self._taken = 0.0
         self._runner_probe: ProbeResult | None = None
         self._probed = 0.0
+        self._book: ProbeBook | None = None
 
     def snapshot(self, max_age: float | None = None) -> NodeSnapshot:
         """The latest snapshot, gathered again when older than `max_age` (default: the view's)."""
@@ -103,9 +105,12 @@ class NodeView:
         except KrnetError:
             self._runner_probe = None
             return
-        book = probe.ProbeBook(window=1)
-        book.record_all(outcomes, datetime.now(UTC))
-        self._runner_probe = book.result(rid)
+        if self._book is None:
+            self._book = probe.ProbeBook()  # the same window the host's probes keep
+        for other in set(self._book.runner_ids()) - {rid}:
+            self._book.forget(other)
+        self._book.record_all(outcomes, datetime.now(UTC))
+        self._runner_probe = self._book.result(rid)
 
 
 class KrnetCollector(Collector):
