@@ -19,6 +19,7 @@ from krnet.config import load_settings
 from krnet.core.control.counters import Counters, change_kind
 from krnet.core.control.metrics import NodeView
 from krnet.core.control.metrics_server import MetricsServer, registry_for
+from krnet.core.dataplane.probe import ProbeOutcome, ProbeTarget
 from krnet.core.model.settings import LoadedSettings
 from krnet.core.model.snapshot import NodeSnapshot
 from krnet.core.model.snapshot_json import load_file
@@ -36,9 +37,14 @@ def snapshot(name: str) -> NodeSnapshot:
     return load_file(FIXTURES / f"{name}.json")
 
 
+def answered(targets: list[ProbeTarget], _mtu: int, _timeout: float) -> list[ProbeOutcome]:
+    """A runner's probe round to the host, every echo answered (no packet leaves the test)."""
+    return [ProbeOutcome(target.runner_id, 0.4, 0.3) for target in targets]
+
+
 def view_of(snap: NodeSnapshot, data_dir: Path) -> NodeView:
     loaded = LoadedSettings(settings=snap.settings, data_dir=data_dir)
-    return NodeView(loaded, gather=lambda _loaded: snap)
+    return NodeView(loaded, gather=lambda _loaded: snap, prober=answered)
 
 
 def scrape(snap: NodeSnapshot, data_dir: Path) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -92,6 +98,8 @@ def test_runner_exposition_names_its_allocation_bridge_and_networks(tmp_path: Pa
     assert value(samples, "krnet_bridge_present") == 1
     assert value(samples, "krnet_docker_network_present", network="kohakuriver-overlay") == 1
     assert value(samples, "krnet_docker_network_present", network="kohakuriver-net") == 1
+    assert value(samples, "krnet_probe_rtt_seconds", runner_id="1") == pytest.approx(0.0004)
+    assert value(samples, "krnet_probe_loss_ratio", runner_id="1") == 0
     assert "krnet_runners" not in samples  # the host's view only
 
 

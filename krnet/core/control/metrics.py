@@ -32,13 +32,15 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-    from krnet.core.dataplane.probe import ProbeBook
+    from krnet.core.dataplane.probe import ProbeBook, ProbeOutcome, ProbeTarget
     from krnet.core.model.settings import LoadedSettings
     from krnet.core.model.snapshot import NodeSnapshot
 
 MAX_AGE = 2.0  # seconds a snapshot serves scrapes before it is gathered again
 READY_MAX_AGE = 0.5  # /readyz judges the kernel as it is now (requests in a burst share one look)
 PROBE_TIMEOUT = 1.0
+# how a runner probes the host: krnet.core.dataplane.probe.send_probes (targets, mtu, timeout)
+Prober = Callable[[list["ProbeTarget"], int, float], list["ProbeOutcome"]]
 
 
 class NodeView:
@@ -50,10 +52,12 @@ class NodeView:
         *,
         max_age: float = MAX_AGE,
         gather: Callable[[LoadedSettings], NodeSnapshot] = gather_snapshot,
+        prober: Prober | None = None,
     ) -> None:
         self.loaded = loaded
         self.max_age = max_age
         self._gather = gather
+        self._prober = prober
         self._lock = threading.Lock()
         self._snapshot: NodeSnapshot | None = None
         self._taken = 0.0
@@ -100,8 +104,9 @@ class NodeView:
         host_ip = str(settings.plan().runner(rid).host_ip_on_subnet)
         target = probe.ProbeTarget(rid, settings.overlay_bridge_name, host_ip)
         self._probed = time.monotonic()
+        send = self._prober or probe.send_probes
         try:
-            outcomes = probe.send_probes([target], settings.overlay_mtu, PROBE_TIMEOUT)
+            outcomes = send([target], settings.overlay_mtu, PROBE_TIMEOUT)
         except KrnetError:
             self._runner_probe = None
             return
