@@ -2,8 +2,9 @@
 
 The ground is bench/scalelab.py's (the real `krnet serve` host in a lab namespace, overlay on,
 real tunnels, rules and port guard; bench/simrunner.py's runners joining over the real
-protocol from a second namespace), with `metrics_bind` set on the host. In one run, one after
-the other, each --hold seconds long while every runner heartbeats at the default interval:
+protocol from a second namespace, 32 joining at a time), with `metrics_bind` set on the host.
+In one run, one after the other, each --hold seconds while every runner heartbeats at the
+default interval:
   1. quiet: nobody scrapes (the baseline);
   2. scraped: a client in the runners' namespace GETs /metrics --rate times a second;
   3. /readyz at the same rate.
@@ -32,12 +33,13 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 from scale import Usage, usage  # noqa: E402
-from scalelab import HOST_UNDERLAY, Fleet, ScaleLab, child_env  # noqa: E402
+from scalelab import HOST_UNDERLAY, Fleet, ScaleLab, child_env, claimed_address  # noqa: E402
 
 from krnet.lab.prerequisites import missing_prerequisites  # noqa: E402
 
 REQUIRED = ("ip", "nsenter", "unshare", "iptables", "iptables-save", "nft")
 PORT = 9470
+BATCH = 32  # runners joining at once: on a loaded machine 255 at once outlast the join timeout
 # the scraper, run in the runners' namespace: GET url `rate` times a second for `seconds`
 SCRAPER = """
 import json, sys, time, urllib.request
@@ -87,10 +89,28 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, round(fraction * (len(values) - 1)))] if values else 0.0
 
 
+def join_all(lab: ScaleLab, runners: int) -> list[Fleet]:
+    """`runners` simulated runners, joined BATCH at a time; all heartbeat until stopped."""
+    fleets = []
+    for first in range(1, runners + 1, BATCH):
+        last = min(runners, first + BATCH - 1)
+        addresses = [claimed_address(index) for index in range(first, last + 1)]
+        fleet = Fleet(lab.sim, lab.cluster.token, addresses)
+        fleets.append(fleet)
+        joined = fleet.join()
+        if joined.errors:
+            raise RuntimeError(f"{len(joined.errors)} joins failed: {joined.errors[0]}")
+    return fleets
+
+
+def heartbeats(fleets: list[Fleet]) -> int:
+    return sum(fleet.heartbeats() for fleet in fleets)
+
+
 def window(
-    lab: ScaleLab, fleet: Fleet, name: str, hold: float, url: str | None, rate: float
+    lab: ScaleLab, fleets: list[Fleet], name: str, hold: float, url: str | None, rate: float
 ) -> Window:
-    beats, start = fleet.heartbeats(), usage(lab.pid)
+    beats, start = heartbeats(fleets), usage(lab.pid)
     began = time.perf_counter()
     result: dict[str, object] = {"latencies": [], "sizes": [], "failed": 0}
     if url is None:
@@ -110,7 +130,7 @@ def window(
         seconds,
         start,
         end,
-        fleet.heartbeats() - beats,
+        heartbeats(fleets) - beats,
         latencies,
         max(sizes, default=0),
         failed,
@@ -168,20 +188,16 @@ def main() -> int:
         ):
             lab.cluster.write_config(lab.host, metrics_bind=f"{HOST_UNDERLAY}:{PORT}")
             lab.start_host()
-            fleet = lab.fleet(arguments.runners)
-            joined = fleet.join()
-            if joined.errors:
-                first = joined.errors[0]
-                print(f"metrics bench: {len(joined.errors)} joins failed: {first}", file=sys.stderr)
-                return 1
+            fleets = join_all(lab, arguments.runners)
             time.sleep(5)  # let the first heartbeats and probe round settle
             hold, rate = arguments.hold, arguments.rate
             windows = [
-                window(lab, fleet, "quiet", hold, None, rate),
-                window(lab, fleet, "/metrics", hold, f"{base}/metrics", rate),
-                window(lab, fleet, "/readyz", hold, f"{base}/readyz", rate),
+                window(lab, fleets, "quiet", hold, None, rate),
+                window(lab, fleets, "/metrics", hold, f"{base}/metrics", rate),
+                window(lab, fleets, "/readyz", hold, f"{base}/readyz", rate),
             ]
-            fleet.stop()
+            for fleet in fleets:
+                fleet.stop()
     except (OutOfTime, RuntimeError, TimeoutError, OSError) as error:
         print(f"metrics bench: {error}", file=sys.stderr)
         return 1

@@ -105,7 +105,7 @@ def values(cluster: Cluster, expr: str) -> dict[str, float]:
 
 
 def until_not_ready(cluster: Cluster, node: ClusterNode) -> str:
-    """/readyz's body once it says not ready (it looks at the kernel at most 0.5 s late; the
+    """/readyz's body once it says not ready (it looks at the kernel at most 1 s late; the
     reconcile repairs within 5 s in the lab, so the window is there to be seen)."""
     answers: list[tuple[int, str]] = []
 

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from krnet.core.model.settings import LoadedSettings
     from krnet.core.model.snapshot import NodeSnapshot
 
-MAX_AGE = 2.0  # seconds a snapshot serves scrapes before it is gathered again
-READY_MAX_AGE = 0.5  # /readyz judges the kernel as it is now (requests in a burst share one look)
+MAX_AGE = 5.0  # seconds a snapshot serves scrapes before it is gathered again
+READY_MAX_AGE = 1.0  # /readyz judges the kernel as it is now (requests in a burst share one look)
 PROBE_TIMEOUT = 1.0
 # how a runner probes the host: krnet.core.dataplane.probe.send_probes (targets, mtu, timeout)
 Prober = Callable[[list["ProbeTarget"], int, float], list["ProbeOutcome"]]
@@ -64,6 +64,7 @@ class NodeView:
         self._runner_probe: ProbeResult | None = None
         self._probed = 0.0
         self._book: ProbeBook | None = None
+        self._verdict: tuple[NodeSnapshot, str | None] | None = None
 
     def snapshot(self, max_age: float | None = None) -> NodeSnapshot:
         """The latest snapshot, gathered again when older than `max_age` (default: the view's)."""
@@ -81,9 +82,14 @@ class NodeView:
         """On a runner, its latest DF probe to the host's address on its subnet."""
         return self._runner_probe
 
-    def not_ready(self) -> str | None:
-        """What `/readyz` says is missing (None: ready), from the kernel as it is now."""
-        return not_ready(self.snapshot(READY_MAX_AGE))
+    def not_ready(self, snapshot: NodeSnapshot | None = None) -> str | None:
+        """What `/readyz` says is missing (None: ready), from the kernel as it is now (or from
+        `snapshot`); diagnosed once per snapshot, however many ask."""
+        judged = self.snapshot(READY_MAX_AGE) if snapshot is None else snapshot
+        with self._lock:
+            if self._verdict is None or self._verdict[0] is not judged:
+                self._verdict = (judged, not_ready(judged))
+            return self._verdict[1]
 
     def _probe_host(self, snapshot: NodeSnapshot) -> None:
         """A runner's probe round to the host, at most every probe_interval (the host probes the
@@ -128,7 +134,7 @@ class KrnetCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snapshot = self.view.snapshot()
         counts = self.counters.copy()
-        yield from _state(snapshot)
+        yield from _state(snapshot, self.view.not_ready(snapshot))
         if snapshot.mode == "host":
             yield from _host(snapshot, counts, self.view.loaded.data_dir)
         else:
@@ -141,11 +147,11 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def _state(snapshot: NodeSnapshot) -> Iterator[Metric]:
+def _state(snapshot: NodeSnapshot, missing: str | None) -> Iterator[Metric]:
     yield _gauge(
         "krnet_ready",
         "1 when the overlay this node should have is in the kernel (as /readyz)",
-        0.0 if not_ready(snapshot) else 1.0,
+        0.0 if missing else 1.0,
     )
     unread = GaugeMetricFamily(
         "krnet_state_unreadable",
