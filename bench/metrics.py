@@ -163,6 +163,8 @@ class OutOfTime(Exception):
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    signal.alarm(0)  # one interruption: the teardown that follows must run to its end
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise OutOfTime(f"stopped by signal {signum} (--budget or SIGTERM)")
 
 
