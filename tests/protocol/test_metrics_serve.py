@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from krnet.core.protocol.client import HostConnection
 from krnet.core.protocol.messages import JsonValue, Welcome
 from tests.protocol.peers import TOKEN, free_port, spawn_serve, stop_serve, wait_for_port
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+from tests.support import http_get as get
 
 
 async def test_serve_answers_metrics_health_and_readiness_and_stops_with_them(

@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from krnet.core.model.settings import LoadedSettings
 from krnet.core.model.snapshot import NodeSnapshot
 from krnet.core.model.snapshot_json import load_file
 from krnet.errors import ConfigError
+from tests.support import http_get as get
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "snapshots"
@@ -185,14 +184,6 @@ def server(tmp_path: Path) -> Iterator[tuple[MetricsServer, dict[str, NodeSnapsh
         yield metrics, holder
     finally:
         metrics.stop()
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_the_listener_serves_metrics_health_and_readiness(
