@@ -19,8 +19,10 @@ from krnet.config import load_settings
 from krnet.core.protocol.token import read_token
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from krnet.core.control.planes import RunnerDataPlane
-    from krnet.core.model.settings import Settings
+    from krnet.core.model.settings import LoadedSettings, Settings
     from krnet.core.record.store import Store
 
 log = logging.getLogger("krnet.serve")
@@ -45,9 +47,26 @@ def run(args: argparse.Namespace) -> int:
             loaded.data_dir,
             "enabled" if settings.overlay_enabled else "disabled",
         )
-        asyncio.run(_serve(settings, loaded.data_dir, store, token))
+        with _metrics(loaded):
+            asyncio.run(_serve(settings, loaded.data_dir, store, token))
     log.info("stopped; tunnels and allocations left in place")
     return 0
+
+
+@contextlib.contextmanager
+def _metrics(loaded: LoadedSettings) -> Iterator[None]:
+    """/metrics, /healthz and /readyz on metrics_bind (when set), in threads beside the loop."""
+    if not loaded.settings.metrics_bind:
+        yield
+        return
+    from krnet.core.control.metrics_server import MetricsServer
+
+    server = MetricsServer(loaded)
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop()
 
 
 def raise_open_files_limit(needed: int) -> None:

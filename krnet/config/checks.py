@@ -43,6 +43,7 @@ def validate(settings: Settings, sources: Mapping[str, str]) -> None:
     _check_names(settings, sources)
     _check_timing(settings, sources)
     _check_token(settings, sources)
+    _check_metrics_bind(settings, sources)
     if settings.mode == "runner" and settings.overlay_enabled and settings.host_address is None:
         raise ConfigError(
             f"host_address is not set, but mode = 'runner' (from {sources.get('mode', 'default')}) "
@@ -117,6 +118,27 @@ def _check_addresses(settings: Settings, sources: Mapping[str, str]) -> None:
         address = _ipv4(settings, sources, key, fix)
         if address.is_unspecified or address.is_multicast or address == _BROADCAST:
             raise _refuse(settings, sources, key, "is not a unicast address a tunnel can use", fix)
+
+
+def _check_metrics_bind(settings: Settings, sources: Mapping[str, str]) -> None:
+    """`metrics_bind` is empty (off) or IPV4:PORT."""
+    if not settings.metrics_bind:
+        return
+    address, _, port = settings.metrics_bind.rpartition(":")
+    try:
+        IPv4Address(address)
+        valid = port.isdigit() and 1 <= int(port) <= 65535
+    except ValueError:
+        valid = False
+    if not valid:
+        raise _refuse(
+            settings,
+            sources,
+            "metrics_bind",
+            "is not IPV4:PORT",
+            "set it to an address of this node and a free TCP port, e.g. 127.0.0.1:9470 "
+            '(0.0.0.0:9470 for every address), or to "" to serve no metrics',
+        )
 
 
 def _check_docker_network(settings: Settings, sources: Mapping[str, str]) -> None:

@@ -19,7 +19,16 @@ from pathlib import Path
 import krnet.core
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("docker", "pyroute2", "sqlalchemy", "sqlmodel", "alembic", "textual", "pydantic")
+HEAVY = (
+    "docker",
+    "pyroute2",
+    "sqlalchemy",
+    "sqlmodel",
+    "alembic",
+    "textual",
+    "pydantic",
+    "prometheus_client",
+)
 HEADLESS = ("krnet.commands.doctor", "krnet.commands.serve", "krnet.commands.status")
 
 # What each layer may import besides itself, `krnet.errors` and the `krnet` package (which only

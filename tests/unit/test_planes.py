@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 import pytest
 
 from krnet.core.control.planes import (
+    CountedEvents,
     NullHostDataPlane,
     RecordedEvents,
     make_host_dataplane,
@@ -447,7 +448,8 @@ def test_the_seam_gives_the_host_plane_its_results_file(tmp_path: Path) -> None:
         plane = make_host_dataplane(HOST, store)
         assert isinstance(plane, HostPlane)
         assert plane.results_file == tmp_path / probe.RESULTS_FILE
-        assert isinstance(plane.events, RecordedEvents)
+        assert isinstance(plane.events, CountedEvents)  # counted for /metrics, then recorded
+        assert isinstance(plane.events.kept, RecordedEvents)
     assert isinstance(make_host_dataplane(Settings(mode="host")), NullHostDataPlane)
     assert isinstance(make_runner_dataplane(RUNNER), RunnerPlane)
 

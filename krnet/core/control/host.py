@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from krnet.core.control.context import HostContext, StoreThread, utc_now
+from krnet.core.control.counters import COUNTERS
 from krnet.core.control.session import CLOSE_TIMEOUT, JoinSession
 from krnet.core.model.records import ACTIVE
 from krnet.core.protocol.framing import MAX_LINE
@@ -162,17 +163,22 @@ class HostService:
                 active = [runner.runner_id for runner in runners if runner.status == ACTIVE]
                 await asyncio.to_thread(self.context.dataplane.probe, active)
             except KrnetError as exc:
+                COUNTERS.dataplane_failed()
                 log.error("probe failed: %s", exc)
             except Exception:  # the next round may succeed; the service keeps serving
+                COUNTERS.dataplane_failed()
                 log.exception("probe failed")
 
     async def _reconcile(self) -> None:
         try:
             runners = await self.context.record.run(self.store.runners)
             await asyncio.to_thread(self.context.dataplane.reconcile, runners)
+            COUNTERS.reconciled()
         except KrnetError as exc:
+            COUNTERS.dataplane_failed()
             log.error("reconcile failed: %s", exc)
         except Exception:  # the next pass may succeed; the service keeps serving
+            COUNTERS.dataplane_failed()
             log.exception("reconcile failed")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
+from krnet.core.control.counters import COUNTERS
 from krnet.core.model.report import RunnerReport
 
 if TYPE_CHECKING:
@@ -126,9 +127,24 @@ class UnrecordedEvents:
         """Nothing to record: the plane has logged the adoption."""
 
 
+@dataclass
+class CountedEvents:
+    """A plane's events counted for `/metrics` on their way to where they are kept."""
+
+    kept: PlaneEvents
+
+    def changed(self, change: str, runner_id: int | None) -> None:
+        COUNTERS.changed(change)
+        self.kept.changed(change, runner_id)
+
+    def adopted(self, adoption: Adoption) -> None:
+        COUNTERS.adopted()
+        self.kept.adopted(adoption)
+
+
 def plane_events(store: Store | None) -> PlaneEvents:
-    """Where a plane's events go: the store when there is one."""
-    return UnrecordedEvents() if store is None else RecordedEvents(store)
+    """Where a plane's events go: counted, then the store when there is one."""
+    return CountedEvents(UnrecordedEvents() if store is None else RecordedEvents(store))
 
 
 def make_host_dataplane(settings: Settings, store: Store | None = None) -> HostDataPlane:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from krnet import __version__
 from krnet.core.control.answers import answer_status
+from krnet.core.control.counters import COUNTERS
 from krnet.core.control.release import answer_release
 from krnet.core.model.must_match import differences
 from krnet.core.model.plan import tunnel_name
@@ -160,6 +161,7 @@ class JoinSession:
         host_ip = self.context.reachable_address(self.writer.get_extra_info("sockname"))
         runner_key = None if self._proven is not None else new_runner_key()
         runner, allocation = await self._admit(first, host_ip, runner_key)
+        COUNTERS.joined()
         if runner_key is None:
             await self.send(self.channel.sign(Welcome, **allocation.model_dump()))
         else:  # enrolment: the key, signed by the token alone; everything after by both
@@ -280,6 +282,7 @@ class JoinSession:
             await asyncio.to_thread(context.dataplane.runner_up, runner, allocation)
         except KrnetError as exc:
             name = tunnel_name(runner.runner_id)
+            COUNTERS.dataplane_failed()
             await record.event("tunnel_failed", f"{name}: {exc}")
             raise ProtocolError("internal", f"the host could not build {name}: {exc}") from None
         log.info(
@@ -315,6 +318,7 @@ class JoinSession:
                 return
             assert isinstance(message, Heartbeat)
             runner = await self.context.record.run(self._heartbeat, runner, message)
+            COUNTERS.heartbeat()
             desired = allocation_for(self.context, runner, host_ip)
             if message.applied != applied_of(desired):
                 log.info("runner %d has not applied its allocation; sending it again", runner_id)
@@ -353,6 +357,7 @@ class JoinSession:
 
     async def refuse(self, code: ErrorCode, message: str) -> None:
         """Best effort: the peer may already be gone."""
+        COUNTERS.refused(code)
         with contextlib.suppress(ConnectionError, asyncio.TimeoutError, RuntimeError):
             await self.send(error_frame(code, message))
 

@@ -53,6 +53,7 @@ class Settings:
     tui_refresh_interval: float = 2.0
     max_connections: int = 1024
     handshake_timeout: float = 10.0
+    metrics_bind: str = ""  # HOST:PORT of /metrics, /healthz and /readyz; empty: off
 
     def plan(self) -> OverlayPlan:
         """The address plan these settings describe (validated at load time)."""
