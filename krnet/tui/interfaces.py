@@ -24,7 +24,10 @@ COLUMNS = (
     "RX bit/s",
     "TX bit/s",
 )
-SPARK_WIDTH = 8
+SQUEEZE = {"ADDRESSES": 16, "MASTER": 8}
+# the same on every tunnel or kind of link first; the detail pane shows them all
+DROP = ("LOCAL", "PORT", "KIND", "MASTER", "VNI", "REMOTE")
+SPARK_WIDTH = 6  # the detail pane has the long history
 
 
 def overlay_link(data: ViewData, name: str) -> bool:
@@ -124,6 +127,8 @@ class InterfacesView(TableView):
     """Links of this node, tunnels first-class."""
 
     COLUMNS = COLUMNS
+    SQUEEZE = SQUEEZE
+    DROP = DROP
     rows = staticmethod(interface_rows)
     summary = staticmethod(interface_summary)
     detail = staticmethod(interface_detail)
