@@ -7,6 +7,8 @@ from rich.text import Text
 
 from krnet.core.model.node_state import LinkInfo
 from krnet.core.model.plan import RUNNER_TUNNEL, runner_id_from_tunnel
+from krnet.core.observe.diagnose.check import FAIL
+from krnet.tui.glyphs import mark
 from krnet.tui.model import HISTORY, LinkRates, ViewData, human_rate, spark
 from krnet.tui.table import Row, TableView
 
@@ -55,8 +57,8 @@ def interface_rows(data: ViewData) -> list[Row]:
             (vxlan.local or "-") if vxlan else "",
             (vxlan.remote or "-") if vxlan else "",
             str(vxlan.port) if vxlan else "",
-            Text(str(link.mtu), style="bold red" if wrong_mtu else ""),
-            Text("up" if link.up else "DOWN", style="" if link.up else "bold red"),
+            mark(FAIL, str(link.mtu)) if wrong_mtu else str(link.mtu),
+            "up" if link.up else mark(FAIL, "DOWN"),
             link.master or "",
             " ".join(link.addresses),
             _rate_cell(rates.rx, rates.rx_history),
