@@ -11,7 +11,7 @@ from krnet.tui.table import Row, TableView
 
 COLUMNS = ("ID", "RUNNER", "EXPECTED", "RECORD", "THIS END", "FAR END", "PORT", "STATE")
 SQUEEZE = {"RUNNER": 16}
-DROP = ("PORT",)  # the same on every link, and in the summary
+DROP = ("PORT", "EXPECTED")  # the same on every link; overlay_vxlan_id + id: in the summary
 
 
 def vni_rows(data: ViewData) -> list[Row]:
