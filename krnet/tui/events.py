@@ -9,6 +9,7 @@ from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView
 
 COLUMNS = ("TIME", "KIND", "RUNNER", "MESSAGE")
+SQUEEZE = {"MESSAGE": 20}  # whole in the detail pane
 KIND_STYLE = {"error": "bold red", "refused": "yellow", "reclaim": "magenta", "join": "green"}
 
 
@@ -46,6 +47,7 @@ class EventsView(TableView):
     """The record's event log."""
 
     COLUMNS = COLUMNS
+    SQUEEZE = SQUEEZE
     rows = staticmethod(event_rows)
     summary = staticmethod(event_summary)
     detail = staticmethod(event_detail)

@@ -6,17 +6,20 @@ from rich.console import RenderableType
 from rich.text import Text
 
 from krnet.core.model.node_state import RuleInfo
-from krnet.core.observe.diagnose.check import Context
+from krnet.core.observe.diagnose.check import FAIL, PASS, WARN, Context
 from krnet.core.observe.diagnose.firewall import expected_rules, guard_drops, guard_peers
-from krnet.tui.glyphs import problems_or
+from krnet.tui.glyphs import mark, problems_or
 from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView
 
-COLUMNS = ("STATE", "TABLE", "CHAIN", "RULE", "PACKETS", "BYTES")
+# a rule's verdict has a column of its own, so cutting the match to fit never hides it
+COLUMNS = ("STATE", "TABLE", "CHAIN", "RULE", "VERDICT", "PACKETS", "BYTES")
+SQUEEZE = {"RULE": 20}
+DROP = ("TABLE", "BYTES")  # the chain names the table; packets say whether it matches
 STATES = {
-    "present": Text("present", style="green"),
-    "MISSING": Text("MISSING", style="bold red"),
-    "extra": Text("extra", style="yellow"),
+    "present": mark(PASS, "present"),
+    "MISSING": mark(FAIL, "MISSING"),
+    "extra": mark(WARN, "extra"),
 }
 
 
@@ -39,15 +42,25 @@ def _identity(rule: RuleInfo) -> tuple[str, str, str]:
 def _row(rule: RuleInfo, present: bool | None) -> Row:
     state = "extra" if present is None else "present" if present else "MISSING"
     counters = (rule.packets, rule.bytes) if present is not False else (None, None)
+    match, verdict = split_verdict(rule.spec)
     cells: tuple[RenderableType, ...] = (
         STATES[state],
         rule.table,
         rule.chain,
-        rule.spec,
+        match,
+        verdict,
         *("-" if value is None else f"{value:,}" for value in counters),
     )
     key = "|".join(_identity(rule))
-    return Row(key, cells, (state, rule.table, rule.chain, rule.spec, *counters))
+    return Row(key, cells, (state, rule.table, rule.chain, match, verdict, *counters))
+
+
+def split_verdict(spec: str) -> tuple[str, str]:
+    """`-s 10.0.0.0/8 -j ACCEPT` as its match `-s 10.0.0.0/8` and verdict `ACCEPT`."""
+    match, jump, verdict = f" {spec}".rpartition(" -j ")
+    if not jump:
+        return spec, "-"
+    return match.strip() or "(every packet)", verdict
 
 
 def guard_summary(data: ViewData) -> Text:
@@ -66,6 +79,9 @@ def guard_detail(data: ViewData, key: str | None = None) -> Text:
     ctx = Context(data.snapshot)
     want, have = set(guard_peers(ctx)), set(data.snapshot.guard_allowlist)
     text = Text()
+    if key is not None:
+        table, chain, spec = key.split("|", 2)
+        text.append(f"-t {table} -A {chain} {spec}\n", style="bold")
     if ctx.settings.vxlan_port_guard:
         text.append("allow-list: ")
         for peer in sorted(want | have):
@@ -90,6 +106,8 @@ class FirewallView(TableView):
     """krnet's chains as the plan wants them and as iptables holds them."""
 
     COLUMNS = COLUMNS
+    SQUEEZE = SQUEEZE
+    DROP = DROP
     rows = staticmethod(firewall_rows)
     summary = staticmethod(guard_summary)
     detail = staticmethod(guard_detail)

@@ -1,4 +1,8 @@
-"""How health reads on screen: a glyph per status so it stays legible under NO_COLOR."""
+"""How health reads on screen: a glyph per status so it stays legible under NO_COLOR.
+
+Every view marks a state with these and nothing else: `✔` fine, `▲` worth a look, `✖` broken,
+`○` idle, `?` not reported yet (never `ok` for what krnet has not seen).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,25 @@ GLYPH = {"pass": "✔", "warn": "▲", "fail": "✖"}
 WORD = {"pass": "ok", "warn": "warn", "fail": "FAIL"}
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 INACTIVE_GLYPH = "○"
+UNSEEN_GLYPH = "?"
+UNSEEN = "not reported yet"
 
 
 def health(status: Status, inactive: bool = False) -> Text:
     """`✔ ok`, `▲ warn`, `✖ FAIL` in their colours; an inactive runner without problems `○ idle`."""
     if inactive and status == "pass":
         return Text(f"{INACTIVE_GLYPH} idle", style="dim")
-    return Text(f"{GLYPH[status]} {WORD[status]}", style=STYLE[status])
+    return mark(status, WORD[status])
+
+
+def mark(status: Status, word: str) -> Text:
+    """A state in the words of its view (`✔ present`, `✖ MISSING`) behind its health's glyph."""
+    return Text(f"{GLYPH[status]} {word}", style=STYLE[status])
+
+
+def unseen(word: str = UNSEEN) -> Text:
+    """What krnet has not seen yet: `? not reported yet`, neither ok nor a failure."""
+    return Text(f"{UNSEEN_GLYPH} {word}", style="dim")
 
 
 def glyph(status: Status, inactive: bool = False) -> Text:

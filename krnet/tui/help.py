@@ -20,6 +20,7 @@ KEYS = (
     ("/", "filter the table (Enter keeps the filter, Esc clears it)"),
     ("s", "sort by the next column (or click a column header; again to reverse)"),
     ("r", "refresh now"),
+    ("^p", "command palette (ctrl+p): the keys of this view, theme, screenshot, quit"),
     ("?", "this help"),
     ("q", "quit"),
 )
@@ -33,7 +34,9 @@ def help_text(refresh_interval: float) -> Group:
         keys.add_row(key, what)
     note = Text(
         f"\nData refreshes every {refresh_interval:g}s (tui_refresh_interval). The glyphs "
-        "✔ ok, ▲ warn, ✖ fail and ○ idle keep health readable without colour (NO_COLOR).",
+        "✔ ok, ▲ warn, ✖ fail, ○ idle and ? not reported yet keep health readable without "
+        "colour (NO_COLOR). A narrow terminal drops the least useful columns and cuts long "
+        "names with …: the pane below a table shows the highlighted row whole.",
         style="dim",
     )
     return Group(Text("krnet tui\n", style="bold"), keys, note)

@@ -7,6 +7,8 @@ from rich.text import Text
 
 from krnet.core.model.node_state import LinkInfo
 from krnet.core.model.plan import RUNNER_TUNNEL, runner_id_from_tunnel
+from krnet.core.observe.diagnose.check import FAIL
+from krnet.tui.glyphs import mark
 from krnet.tui.model import HISTORY, LinkRates, ViewData, human_rate, spark
 from krnet.tui.table import Row, TableView
 
@@ -24,7 +26,10 @@ COLUMNS = (
     "RX bit/s",
     "TX bit/s",
 )
-SPARK_WIDTH = 8
+SQUEEZE = {"ADDRESSES": 16, "MASTER": 8}
+# the same on every tunnel or kind of link first; the detail pane shows them all
+DROP = ("LOCAL", "PORT", "KIND", "MASTER", "VNI", "REMOTE")
+SPARK_WIDTH = 6  # the detail pane has the long history
 
 
 def overlay_link(data: ViewData, name: str) -> bool:
@@ -52,8 +57,8 @@ def interface_rows(data: ViewData) -> list[Row]:
             (vxlan.local or "-") if vxlan else "",
             (vxlan.remote or "-") if vxlan else "",
             str(vxlan.port) if vxlan else "",
-            Text(str(link.mtu), style="bold red" if wrong_mtu else ""),
-            Text("up" if link.up else "DOWN", style="" if link.up else "bold red"),
+            mark(FAIL, str(link.mtu)) if wrong_mtu else str(link.mtu),
+            "up" if link.up else mark(FAIL, "DOWN"),
             link.master or "",
             " ".join(link.addresses),
             _rate_cell(rates.rx, rates.rx_history),
@@ -124,6 +129,8 @@ class InterfacesView(TableView):
     """Links of this node, tunnels first-class."""
 
     COLUMNS = COLUMNS
+    SQUEEZE = SQUEEZE
+    DROP = DROP
     rows = staticmethod(interface_rows)
     summary = staticmethod(interface_summary)
     detail = staticmethod(interface_detail)

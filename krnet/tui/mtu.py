@@ -6,13 +6,14 @@ from rich.text import Text
 
 from krnet.core.model.plan import VXLAN_OVERHEAD
 from krnet.core.model.records import UNREPORTED
-from krnet.core.observe.diagnose.check import Check, Context
+from krnet.core.observe.diagnose.check import FAIL, PASS, Check, Context
 from krnet.core.observe.diagnose.engine import MTU_CHECKS
-from krnet.tui.glyphs import problems_or
+from krnet.tui.glyphs import mark, problems_or, unseen
 from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView
 
 COLUMNS = ("WHERE", "WHAT", "MTU", "EXPECTED", "STATE")
+SQUEEZE = {"WHERE": 14, "WHAT": 16}  # both name runners; the detail names them whole
 
 
 def mtu_rows(data: ViewData) -> list[Row]:
@@ -24,7 +25,13 @@ def mtu_rows(data: ViewData) -> list[Row]:
     def add(key: str, where: str, what: str, actual: int | None, want: int, at_least: bool) -> None:
         ok = actual is not None and (actual >= want if at_least else actual == want)
         expected = f"≥ {want}" if at_least else str(want)
-        state = Text("ok", style="green") if ok else Text("MISMATCH", style="bold red")
+        state = (
+            unseen("unknown")
+            if actual is None
+            else mark(PASS, "ok")
+            if ok
+            else mark(FAIL, "MISMATCH")
+        )
         cells = (where, what, "-" if actual is None else str(actual), expected, state)
         rows.append(Row(key, cells, (where, what, actual, want, ok)))
 
@@ -86,8 +93,14 @@ def mtu_chain(data: ViewData) -> Text:
 
 
 def mtu_detail(data: ViewData, key: str | None) -> Text:
-    """Every MTU mismatch with its explanation and fix, whichever row is highlighted."""
-    return problems_or(data.checks, _about_mtu, "no MTU mismatches; full-size DF probes pass")
+    """The highlighted row named whole, then every MTU mismatch with its explanation and fix."""
+    text = Text()
+    row = next((row for row in mtu_rows(data) if row.key == key), None)
+    if row is not None:
+        where, what = row.sort[:2]
+        text.append(f"{where}: {what}\n", style="bold")
+    text.append(problems_or(data.checks, _about_mtu, "no MTU mismatches; full-size DF probes pass"))
+    return text
 
 
 def _about_mtu(check: Check) -> bool:
@@ -100,6 +113,7 @@ class MtuView(TableView):
     """Every MTU that must agree, and what to do where it does not."""
 
     COLUMNS = COLUMNS
+    SQUEEZE = SQUEEZE
     rows = staticmethod(mtu_rows)
     summary = staticmethod(mtu_chain)
     detail = staticmethod(mtu_detail)

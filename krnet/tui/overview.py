@@ -87,7 +87,11 @@ def _spoke_note(data: ViewData, runner_id: int, inactive: bool) -> str:
     if names:
         return ", ".join(names)
     probe = data.snapshot.probes.get(runner_id)
-    return "inactive" if inactive else probe_cell(probe) if probe else "ok"
+    if inactive:
+        return "inactive"
+    if probe is not None:
+        return probe_cell(probe)
+    return "not probed yet" if data.snapshot.mode == "host" else "ok"
 
 
 def problems_text(data: ViewData) -> Text:

@@ -18,6 +18,8 @@ from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView
 
 COLUMNS = ("ID", "RUNNER", "HEALTH", "PHYSICAL IP", "VNI", "SUBNET", "STATUS", "LAST SEEN", "PROBE")
+SQUEEZE = {"RUNNER": 16}
+DROP = ("VNI", "STATUS", "SUBNET")  # derived from the id, or said by HEALTH; all in the detail
 
 
 def runner_rows(data: ViewData) -> list[Row]:
@@ -134,6 +136,8 @@ class RunnersView(TableView):
     """Allocations of this node (the host's runners, or a runner's own)."""
 
     COLUMNS = COLUMNS
+    SQUEEZE = SQUEEZE
+    DROP = DROP
     rows = staticmethod(runner_rows)
     summary = staticmethod(runner_summary)
     detail = staticmethod(runner_detail)

@@ -4,11 +4,14 @@ A view subclasses it with its columns and three pure functions of ViewData: `row
 `summary` and `detail`.
 Refreshing updates only the cells that changed, so the cursor, scroll position and a
 255-runner table survive a refresh every two seconds.
+The table never needs horizontal scrolling: `fit_columns` narrows the columns a view lets be cut
+(their cells end in `…`; the detail pane has them whole), then gives up the columns it names as
+the least useful, until the table fits its width.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,8 +21,8 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.events import Resize
 from textual.widgets import DataTable, Input, Static
-from textual.widgets.data_table import ColumnKey
 
 from krnet.core.model.text import printable
 from krnet.tui.model import ViewData
@@ -58,6 +61,59 @@ def filtered_sorted(
     return shown
 
 
+Layout = tuple[tuple[str, int], ...]  # the columns shown, in order, each with its width
+
+
+def natural_widths(columns: Sequence[str], rows: Sequence[Row]) -> dict[str, int]:
+    """The width each column needs to show its header and every cell whole."""
+    return {
+        label: max(cell_len(label), *(cell_len(_plain(row.cells[i])) for row in rows))
+        for i, label in enumerate(columns)
+    }
+
+
+def fit_columns(
+    natural: Mapping[str, int],
+    available: int,
+    squeeze: Mapping[str, int],
+    drop: Sequence[str],
+    padding: int = 2,
+) -> Layout:
+    """The columns that fit in `available` cells, each column taking `padding` more.
+
+    First the `squeeze` columns narrow (the widest first, none below its minimum); when that is
+    not enough, the `drop` columns go, in that order, and the squeezed ones widen again into the
+    room they leave.
+    """
+    shown = list(natural)
+    for gone in (None, *drop):
+        if gone is not None:
+            shown.remove(gone)
+        widths = {label: natural[label] for label in shown}
+        over = sum(widths.values()) + padding * len(shown) - available
+        while over > 0:
+            narrowable = [c for c in squeeze if c in widths and widths[c] > squeeze[c]]
+            if not narrowable:
+                break
+            widest = max(narrowable, key=widths.__getitem__)
+            widths[widest] -= 1
+            over -= 1
+        if over <= 0:
+            break
+    return tuple(widths.items())
+
+
+def _fitted(cell: RenderableType) -> RenderableType:
+    """A cell on one line, cut with `…` when its column is narrower."""
+    if isinstance(cell, str):
+        return Text(cell, no_wrap=True, overflow="ellipsis", end="")
+    if isinstance(cell, Text):
+        fitted = cell.copy()
+        fitted.no_wrap, fitted.overflow, fitted.end = True, "ellipsis", ""
+        return fitted
+    return cell
+
+
 def _sort_key(value: Any) -> tuple[int, Any]:
     """None last; numbers before text so a column of either sorts without a TypeError."""
     if value is None:
@@ -75,6 +131,10 @@ class TableView(Vertical):
     ]
     # what a view supplies: its columns and three pure functions of ViewData (as staticmethods)
     COLUMNS: ClassVar[tuple[str, ...]] = ()
+    # how it fits a narrow terminal: the columns that may be cut (to at least that many cells),
+    # and those given up when cutting is not enough, least useful first (see fit_columns)
+    SQUEEZE: ClassVar[Mapping[str, int]] = {}
+    DROP: ClassVar[tuple[str, ...]] = ()
 
     @staticmethod
     def rows(data: ViewData) -> list[Row]:
@@ -95,6 +155,8 @@ class TableView(Vertical):
         self.sort_column: int | None = None
         self.reverse = False
         self._cells: dict[str, tuple[RenderableType, ...]] = {}
+        self._layout: Layout = ()
+        self._widest: dict[str, int] = {}  # natural widths seen so far: columns never jitter
 
     # -- widgets ----------------------------------------------------------------------------------
 
@@ -102,8 +164,6 @@ class TableView(Vertical):
         yield Static(classes="summary")
         yield Input(placeholder="filter (Enter: keep, Esc: clear)", classes="filter")
         table: DataTable[RenderableType] = DataTable(cursor_type="row", zebra_stripes=True)
-        for label in self.COLUMNS:
-            table.add_column(label, key=label)
         yield table
         yield Static(classes="status")
         yield Static(classes="detail")
@@ -136,30 +196,39 @@ class TableView(Vertical):
             return
         all_rows = self.rows(self.data)
         rows = filtered_sorted(all_rows, self.needle, self.sort_column, self.reverse)
-        self._sync(rows)
+        self._sync(rows, self._fit(all_rows))
         self.query_one(".status", Static).update(self._status(len(rows), len(all_rows)))
         self._show_detail()
 
-    def _sync(self, rows: list[Row]) -> None:
+    def _fit(self, rows: list[Row]) -> Layout:
+        """The layout for the width this view has now (the screen's, before its first layout)."""
+        natural = natural_widths(self.COLUMNS, rows)
+        self._widest = {c: max(w, self._widest.get(c, 0)) for c, w in natural.items()}
         table = self.table
+        width = self.size.width or self.app.size.width
+        available = width - table.styles.scrollbar_size_vertical
+        return fit_columns(self._widest, available, self.SQUEEZE, self.DROP, 2 * table.cell_padding)
+
+    def _sync(self, rows: list[Row], layout: Layout) -> None:
+        table = self.table
+        keep = self.highlighted_key()
+        if layout != self._layout:
+            table.clear(columns=True)
+            for label, width in layout:
+                table.add_column(label, key=label, width=width)
+            self._layout, self._cells = layout, {}
+        shown = [(label, self.COLUMNS.index(label)) for label, _width in layout]
         keys = [row.key for row in rows]
         if keys == list(self._cells):
-            widths = {
-                label: table.columns[ColumnKey(label)].content_width for label in self.COLUMNS
-            }
             for row in rows:
                 old = self._cells[row.key]
-                for label, new, before in zip(self.COLUMNS, row.cells, old, strict=True):
-                    if new != before:
-                        # widening only: asking DataTable to re-fit shrinking cells costs it
-                        # a measure of the whole column per cell (quadratic with 255 rows)
-                        wider = cell_len(_plain(new)) > widths[label]
-                        table.update_cell(row.key, label, new, update_width=wider)
+                for label, i in shown:
+                    if row.cells[i] != old[i]:
+                        table.update_cell(row.key, label, _fitted(row.cells[i]))
         else:
-            keep = self.highlighted_key()
             table.clear()
             for row in rows:
-                table.add_row(*row.cells, key=row.key)
+                table.add_row(*(_fitted(row.cells[i]) for _label, i in shown), key=row.key)
             if keep in keys:
                 table.move_cursor(row=keys.index(keep), animate=False)
         self._cells = {row.key: row.cells for row in rows}
@@ -186,7 +255,10 @@ class TableView(Vertical):
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()
-        self.sort_by(event.column_index)
+        self.sort_by(self.COLUMNS.index(str(event.column_key.value)))
+
+    def on_resize(self, event: Resize) -> None:
+        self._redraw()
 
     def sort_by(self, column: int) -> None:
         """Sort by `column`; the same column again flips the order."""

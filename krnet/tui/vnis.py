@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from krnet.core.observe.diagnose.check import Context
-from krnet.tui.glyphs import problems_or
+from krnet.core.observe.diagnose.check import FAIL, PASS, WARN, Context
+from krnet.tui.glyphs import mark, problems_or, unseen
 from krnet.tui.model import ViewData
 from krnet.tui.table import Row, TableView
 
 COLUMNS = ("ID", "RUNNER", "EXPECTED", "RECORD", "THIS END", "FAR END", "PORT", "STATE")
+SQUEEZE = {"RUNNER": 16}
+DROP = ("PORT", "EXPECTED")  # the same on every link; overlay_vxlan_id + id: in the summary
 
 
 def vni_rows(data: ViewData) -> list[Row]:
@@ -33,13 +35,15 @@ def vni_rows(data: ViewData) -> list[Row]:
             far_end,
             link.vxlan.port if link and link.vxlan else None,
         )
-        state = Text("ok", style="green") if ok else Text("MISMATCH", style="bold red")
-        rows.append(Row(str(rid), (*map(_cell, values), state), (*values, ok)))
+        # the far end says nothing until the runner's first heartbeat after its join
+        pending = ok and ctx.host and far_end is None
+        state = unseen() if pending else mark(PASS, "ok") if ok else mark(FAIL, "MISMATCH")
+        rows.append(Row(str(rid), (*map(_cell, values), state), (*values, None if pending else ok)))
     for link in data.snapshot.links.values():
         if link.vxlan is None or ctx.is_krnet_tunnel(link.name):
             continue
         foreign = (None, f"foreign {link.name}", None, None, link.vxlan.vni, None, link.vxlan.port)
-        state = Text("foreign", style="yellow")
+        state = mark(WARN, "foreign")
         rows.append(Row(f"link:{link.name}", (*map(_cell, foreign), state), (*foreign, False)))
     return rows
 
@@ -57,14 +61,23 @@ def vni_summary(data: ViewData) -> Text:
 
 
 def vni_detail(data: ViewData, key: str | None) -> Text:
-    """Every VNI conflict with its fix, whichever row is highlighted."""
-    return problems_or(data.checks, lambda check: check.check == "vni_map", "no VNI conflicts")
+    """The highlighted runner named whole, then every VNI conflict with its fix."""
+    text = Text()
+    runner = next((r for r in data.snapshot.runners if str(r.runner_id) == key), None)
+    if runner is not None:
+        text.append(f"runner {runner.runner_id} · {runner.hostname}\n", style="bold")
+    text.append(
+        problems_or(data.checks, lambda check: check.check == "vni_map", "no VNI conflicts")
+    )
+    return text
 
 
 class VnisView(TableView):
     """Expected against actual VNIs, and VXLAN links that are not krnet's."""
 
     COLUMNS = COLUMNS
+    SQUEEZE = SQUEEZE
+    DROP = DROP
     rows = staticmethod(vni_rows)
     summary = staticmethod(vni_summary)
     detail = staticmethod(vni_detail)
