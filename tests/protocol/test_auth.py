@@ -130,9 +130,10 @@ HOST_SENDS = {"hello", "welcome", "heartbeat_ack", "bye", "status", "snapshot", 
 
 
 def test_documented_sessions_parse_and_verify() -> None:
-    """The enrolment, the same runner's next join (signed with its key), two status sessions."""
+    """The enrolment, the same runner's next join (signed with its key), a status session, a
+    release session and a status session with a snapshot."""
     sessions = documented_blocks("jsonl")
-    assert len(sessions) == 4
+    assert len(sessions) == 5
     keys: list[str] = []  # runner keys issued by the documented welcomes, in order
     for session in sessions:
         hello, first, *rest = session
