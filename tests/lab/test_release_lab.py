@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from krnet.core.control.agent import KEY_FILE
 from krnet.core.record.reader import database_path, read_events
 from krnet.lab import proofs
 from krnet.lab.cluster import HOST_UNDERLAY, Cluster, runner_underlay
@@ -160,19 +161,25 @@ def test_release_of_a_stopped_runner_frees_it_at_once_and_it_stays_released(
     output, _ = ping.communicate(timeout=60)
     assert proofs._ping_summary(output).startswith("40/40 received"), output
     proofs.nat(lab)
-    # the runner comes back: a new runner, on the lowest free id
+    # the runner comes back: its key went with its record, so it enrols again once its
+    # runner_key is removed (docs/operations.md), as a new runner on the lowest free id
+    (lab.nodes[1].data_dir / KEY_FILE).unlink()
     lab.start(lab.nodes[1])
     lab.wait_for_runners()
     assert lifecycle(lab, 2)[-2:] == ["release", "join"]  # "join", not "rejoin"
     lab.wait_until("c1 reaches c2 again", lambda: bool(proofs.cross_runner(lab)), timeout=30)
 
 
-def test_forced_release_of_a_running_agent_makes_it_rejoin_as_new(lab: Cluster) -> None:
+def test_forced_release_of_a_running_agent_then_reenrolled_joins_as_new(lab: Cluster) -> None:
     result = lab.run_krnet(lab.host, "node", "release", "2", "--yes", "--force")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("released runner 2 (krnet-r2, 192.0.2.12, active")
     assert "vxkr2 and its guard entry removed" in result.stdout
-    # the agent's next heartbeat is refused; it joins again as a new runner
+    # the agent's next heartbeat is refused; with its runner_key removed it enrols again as a
+    # new runner (its key went with its record: docs/operations.md)
+    lab.stop(lab.nodes[1])
+    (lab.nodes[1].data_dir / KEY_FILE).unlink()
+    lab.start(lab.nodes[1])
     lab.wait_for_runners()
     assert lifecycle(lab, 2)[-2:] == ["release", "join"]
     assert tunnel_present(lab) and guard_entry(lab)
