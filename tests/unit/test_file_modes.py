@@ -6,11 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-import tomllib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from krnet.core.dataplane.probe import RESULTS_FILE, read_results, write_results
 from krnet.core.model.node_state import ProbeResult
