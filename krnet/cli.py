@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from krnet import boot
+from krnet import interpreter
 from krnet.errors import KrnetError
 
 # command path -> "module:function" in krnet.commands
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--version",
-        action=boot.PrintVersion,
+        action=interpreter.PrintVersion,
         help="show the release, this interpreter and the targets",
     )
     parser.add_argument("--config", metavar="FILE", help="krnet.toml to read (else KRNET_CONFIG)")
