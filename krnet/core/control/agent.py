@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -245,6 +245,8 @@ class RunnerAgent:
             physical_ips=(own.runner_physical_ip, own.host_physical_ip),
             routes=self._routes(),
             own_devices=(own.bridge_name, RUNNER_TUNNEL),
+            # the fallback network this runner made itself is no underlay network
+            own_networks=(str(IPv4Network(self.settings.docker_network_subnet, strict=False)),),
         )
         return own
 

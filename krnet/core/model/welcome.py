@@ -37,12 +37,14 @@ def check_allocation(
     physical_ips: Sequence[str],
     routes: Sequence[Route],
     own_devices: Sequence[str],
+    own_networks: Sequence[str] = (),
 ) -> None:
     """Refuse (ProtocolError) an allocation this runner must not configure.
 
     `routes` are the runner's routes; those on `own_devices` (its bridge and `vxlan0`: the
-    overlay itself, from an earlier welcome) are not underlay. `physical_ips` are the tunnel's
-    two ends, which must stay outside the overlay.
+    overlay itself, from an earlier welcome) and to `own_networks` (the fallback Docker network
+    krnet made itself; its overlap with the overlay is a warning of its own) are not underlay.
+    `physical_ips` are the tunnel's two ends, which must stay outside the overlay.
     """
     overlay, block = IPv4Network(overlay_cidr), IPv4Network(subnet)
     problems: list[str] = []
@@ -58,7 +60,7 @@ def check_allocation(
         if IPv4Address(address) in overlay:
             problems.append(f"tunnel end {address} is inside overlay_cidr {overlay}")
     for route in routes:
-        if route.device in own_devices:
+        if route.device in own_devices or str(route.network) in own_networks:
             continue
         if route.network.prefixlen == 0:
             if route.gateway is not None and route.gateway in overlay:
