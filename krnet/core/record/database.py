@@ -131,7 +131,7 @@ def migrations_dir() -> Path:
     try:
         return Path(str(resources.files("krnet.migrations")))
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "migrations"
+        return Path(__file__).resolve().parents[3] / "migrations"
 
 
 def alembic_config() -> Config:
