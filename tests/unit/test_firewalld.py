@@ -282,3 +282,10 @@ def test_cleanup_takes_the_vxlan_openings_out_too(firewalld: Path) -> None:
         "firewalld: vxkr2 removed from the trusted zone",
     ]
     assert openings(firewalld) == []
+
+
+@pytest.fixture(autouse=True)
+def system_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorded firewall-cmd stands in for firewalld, so a bus address stands in for its
+    D-Bus (krnet asks nothing of firewalld on a node with no system bus)."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/krnet-test-bus")
