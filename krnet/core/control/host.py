@@ -12,7 +12,7 @@ import asyncio
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -158,28 +158,32 @@ class HostService:
         """The continuous data-path probe: every probe_interval, through every active tunnel."""
         while True:
             await asyncio.sleep(self.settings.probe_interval)
-            try:
-                runners = await self.context.record.run(self.store.runners)
-                active = [runner.runner_id for runner in runners if runner.status == ACTIVE]
-                await asyncio.to_thread(self.context.dataplane.probe, active)
-            except KrnetError as exc:
-                COUNTERS.dataplane_failed()
-                log.error("probe failed: %s", exc)
-            except Exception:  # the next round may succeed; the service keeps serving
-                COUNTERS.dataplane_failed()
-                log.exception("probe failed")
+            await self._dataplane_pass("probe", self._probe_active)
+
+    async def _probe_active(self) -> None:
+        runners = await self.context.record.run(self.store.runners)
+        active = [runner.runner_id for runner in runners if runner.status == ACTIVE]
+        await asyncio.to_thread(self.context.dataplane.probe, active)
 
     async def _reconcile(self) -> None:
+        await self._dataplane_pass("reconcile", self._reconcile_all)
+
+    async def _reconcile_all(self) -> None:
+        runners = await self.context.record.run(self.store.runners)
+        await asyncio.to_thread(self.context.dataplane.reconcile, runners)
+        COUNTERS.reconciled()
+
+    async def _dataplane_pass(self, what: str, work: Callable[[], Awaitable[None]]) -> None:
+        """One probe or reconcile pass; a failure is counted and logged, never the end of
+        the service (the next pass may succeed)."""
         try:
-            runners = await self.context.record.run(self.store.runners)
-            await asyncio.to_thread(self.context.dataplane.reconcile, runners)
-            COUNTERS.reconciled()
+            await work()
         except KrnetError as exc:
             COUNTERS.dataplane_failed()
-            log.error("reconcile failed: %s", exc)
-        except Exception:  # the next pass may succeed; the service keeps serving
+            log.error("%s failed: %s", what, exc)
+        except Exception:
             COUNTERS.dataplane_failed()
-            log.exception("reconcile failed")
+            log.exception("%s failed", what)
 
 
 def bound_socket(writer: asyncio.StreamWriter, seconds: float) -> None:
