@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
-from krnet.core.dataplane import dockernet, firewall
+from krnet.core.dataplane import dockernet, firewall, probe, sysctl
+from krnet.core.dataplane.direct_plane import DirectPlane
 from krnet.core.dataplane.netlink.state import stable_mac
+from krnet.core.model.peers import VTEP_NAME
 from krnet.core.model.plan import RUNNER_TUNNEL
 from krnet.core.model.report import RunnerReport
 from krnet.errors import KrnetError
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
         Firewall,
         Kernel,
         PlaneEvents,
+        Prober,
         RunnerAllocation,
     )
     from krnet.core.model.peers import Peer
@@ -49,12 +52,15 @@ class RunnerPlane:
         firewall: Firewall,
         docker: DockerNetworks,
         events: PlaneEvents,
+        prober: Prober = probe.send_probes,
     ) -> None:
         self.settings = settings
         self.kernel = kernel
         self.firewall = firewall
         self.docker = docker
         self.events = events
+        self.prober = prober
+        self.direct = DirectPlane(settings.plan(), kernel)
         self._allocation: RunnerAllocation | None = None
         self._overlay_ready = False
         self._docker_ready = False
@@ -77,7 +83,8 @@ class RunnerPlane:
 
     def _converge(self, allocation: RunnerAllocation) -> None:
         try:
-            changes = self._ensure_kernel(allocation) + self._ensure_firewall(allocation)
+            changes = self._ensure_kernel(allocation) + self._ensure_direct(allocation)
+            changes += self._ensure_firewall(allocation)
         except KrnetError:
             self._overlay_ready = False
             self._ensure_docker()
@@ -87,9 +94,13 @@ class RunnerPlane:
         # Docker puts its own FORWARD jumps on top when it creates a network: ours go back first.
         changes += self._ensure_firewall(allocation)
         self._reconciled_at = time.monotonic()
+        self._tell(changes)
+
+    def _tell(self, changes: list[str]) -> None:
+        runner_id = self._allocation.runner_id if self._allocation else None
         for change in changes:
             log.info("%s", change)
-            self.events.changed(change, allocation.runner_id)  # the Events tab of `krnet tui`
+            self.events.changed(change, runner_id)  # the Events tab of `krnet tui`
 
     def _reconcile_if_due(self) -> None:
         """Repair drift (links, routes, rules changed by hand or by Docker) every interval."""
@@ -128,6 +139,7 @@ class RunnerPlane:
                 docker_available=self._docker_ready,
                 docker_error=self._docker_error,
                 network=self.selected_network,
+                direct_peers=self.direct.paths(),
             )
 
     def withdraw(self) -> list[str]:
@@ -147,11 +159,14 @@ class RunnerPlane:
             except KrnetError as exc:
                 docker = [f"Docker network {self.settings.overlay_network_name} not checked: {exc}"]
             keep_bridge = any(line.startswith("kept ") for line in docker)
+            direct = self._peers is not None  # stays on: a new allocation builds a new VTEP
+            changes = self.direct.withdraw() if direct else []
             with self.kernel.session([RUNNER_TUNNEL, bridge]) as links:
-                changes = links.remove_link(RUNNER_TUNNEL)
+                changes += links.remove_link(RUNNER_TUNNEL)
                 if not keep_bridge:
                     changes += links.remove_link(bridge)
-            changes += self.firewall.remove([bridge, RUNNER_TUNNEL], port) + docker
+            interfaces = [bridge, RUNNER_TUNNEL, *([VTEP_NAME] if direct else [])]
+            changes += self.firewall.remove(interfaces, port) + docker
             if keep_bridge:
                 changes.append(f"kept {bridge}: containers are still attached to it")
             self._ensure_docker()
@@ -160,15 +175,34 @@ class RunnerPlane:
         return changes
 
     def apply_peers(self, peers: Sequence[Peer]) -> None:
-        """Direct mode on with these peers (the kernel side is built by the next converge)."""
+        """Direct mode on with exactly these peers; built now, or by `apply` once allocated."""
         with self._lock:
             self._peers = tuple(peers)
+            if self._allocation is not None:
+                changes = self._ensure_direct(self._allocation)
+                self._tell(changes + self._ensure_firewall(self._allocation))
 
     def withdraw_direct(self) -> list[str]:
-        """Direct mode off: no peers are kept."""
+        """Direct mode off: `vxkrd` and every peer entry go, the guard admits the host alone."""
         with self._lock:
             self._peers = None
-        return []
+            changes = self.direct.withdraw()
+            if self._allocation is not None:
+                changes += self._ensure_firewall(self._allocation)
+            self._tell(changes)
+        return changes
+
+    def probe_peers(self) -> None:
+        """One DF probe round to every direct peer; a pair's route follows its path."""
+        with self._lock:
+            targets = self.direct.targets() if self._peers is not None else []
+            mtu = self._allocation.mtu if self._allocation else self.settings.overlay_mtu
+        if not targets:
+            return
+        outcomes = self.prober(targets, mtu)  # up to a second: not under the lock
+        with self._lock:
+            if self._peers is not None and self._allocation is not None:
+                self._tell(self.direct.record(outcomes))
 
     @property
     def selected_network(self) -> str:
@@ -198,20 +232,28 @@ class RunnerPlane:
                 master=allocation.bridge_name,
                 mac=stable_mac(RUNNER_ROLE, allocation.vni),
             )
+            for key in sysctl.redirect_keys(allocation.bridge_name):  # issue #15's pitfall
+                changes += self.kernel.ensure_sysctl(key, "0")
             changes += links.ensure_route(
                 IPv4Network(allocation.overlay_cidr),
                 via=IPv4Address(allocation.host_ip_on_subnet),
             )
         return changes
 
+    def _ensure_direct(self, allocation: RunnerAllocation) -> list[str]:
+        """Direct mode: the VTEP and the peers' entries; hub mode: nothing."""
+        return [] if self._peers is None else self.direct.ensure(allocation, self._peers)
+
     def _ensure_firewall(self, allocation: RunnerAllocation) -> list[str]:
+        direct = self._peers is not None
         plan = firewall.FirewallPlan(
             mode="runner",
             overlay_cidr=allocation.overlay_cidr,
             vxlan_port=allocation.vxlan_port,
             guard_enabled=self.settings.vxlan_port_guard,
-            guard_peers=[allocation.host_physical_ip],
-            interfaces=[allocation.bridge_name, RUNNER_TUNNEL],
+            # the host, and in direct mode every peer: VXLAN from anyone else is dropped
+            guard_peers=[allocation.host_physical_ip, *self.direct.peer_addresses],
+            interfaces=[allocation.bridge_name, RUNNER_TUNNEL, *([VTEP_NAME] if direct else [])],
         )
         return self.firewall.ensure(plan)
 
