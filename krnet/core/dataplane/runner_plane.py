@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         Prober,
         RunnerAllocation,
     )
+    from krnet.core.model.node_state import LinkInfo
     from krnet.core.model.peers import Peer
     from krnet.core.model.settings import Settings
 
@@ -122,20 +124,9 @@ class RunnerPlane:
             self._reconcile_if_due()
             if not self._docker_ready:
                 self._ensure_docker()
-            links = self.kernel.links()
-            tunnel = links.get(RUNNER_TUNNEL)
             bridge_name = self._allocation.bridge_name if self._allocation else None
-            bridge = links.get(bridge_name) if bridge_name else None
-            return RunnerReport(
-                tunnel_present=tunnel is not None,
-                vni=tunnel.vxlan.vni if tunnel and tunnel.vxlan else None,
-                remote=tunnel.vxlan.remote if tunnel and tunnel.vxlan else None,
-                local=tunnel.vxlan.local if tunnel and tunnel.vxlan else None,
-                port=tunnel.vxlan.port if tunnel and tunnel.vxlan else None,
-                mtu=tunnel.mtu if tunnel else None,
-                bridge_mtu=bridge.mtu if bridge else None,
-                bridge_addresses=tuple(bridge.addresses) if bridge else (),
-                tunnel_up=bool(tunnel and tunnel.up),
+            return replace(
+                link_report(self.kernel.links(), bridge_name),
                 docker_available=self._docker_ready,
                 docker_error=self._docker_error,
                 network=self.selected_network,
@@ -245,17 +236,8 @@ class RunnerPlane:
         return [] if self._peers is None else self.direct.ensure(allocation, self._peers)
 
     def _ensure_firewall(self, allocation: RunnerAllocation) -> list[str]:
-        direct = self._peers is not None
-        plan = firewall.FirewallPlan(
-            mode="runner",
-            overlay_cidr=allocation.overlay_cidr,
-            vxlan_port=allocation.vxlan_port,
-            guard_enabled=self.settings.vxlan_port_guard,
-            # the host, and in direct mode every peer: VXLAN from anyone else is dropped
-            guard_peers=[allocation.host_physical_ip, *self.direct.peer_addresses],
-            interfaces=[allocation.bridge_name, RUNNER_TUNNEL, *([VTEP_NAME] if direct else [])],
-        )
-        return self.firewall.ensure(plan)
+        peers = None if self._peers is None else self.direct.peer_addresses
+        return self.firewall.ensure(firewall_plan(self.settings, allocation, peers))
 
     def _ensure_docker(self) -> None:
         """The default network always, the overlay one once configured; Docker down is no error.
@@ -277,3 +259,37 @@ class RunnerPlane:
         if self._docker_error is not None:
             log.info("Docker answers again: %s in place", ", ".join(spec.name for spec in specs))
         self._docker_ready, self._docker_error = True, None
+
+
+def link_report(links: Mapping[str, LinkInfo], bridge_name: str | None) -> RunnerReport:
+    """The link part of the report: `vxlan0` and the bridge as the kernel has them."""
+    tunnel = links.get(RUNNER_TUNNEL)
+    vxlan = tunnel.vxlan if tunnel else None
+    bridge = links.get(bridge_name) if bridge_name else None
+    return RunnerReport(
+        tunnel_present=tunnel is not None,
+        vni=vxlan.vni if vxlan else None,
+        remote=vxlan.remote if vxlan else None,
+        local=vxlan.local if vxlan else None,
+        port=vxlan.port if vxlan else None,
+        mtu=tunnel.mtu if tunnel else None,
+        bridge_mtu=bridge.mtu if bridge else None,
+        bridge_addresses=tuple(bridge.addresses) if bridge else (),
+        tunnel_up=bool(tunnel and tunnel.up),
+    )
+
+
+def firewall_plan(
+    settings: Settings, allocation: RunnerAllocation, peers: Sequence[str] | None
+) -> firewall.FirewallPlan:
+    """A runner's rules; its VXLAN guard admits the host and, in direct mode (peers given),
+    every peer's underlay address, and `vxkrd` joins the trusted interfaces."""
+    direct = [] if peers is None else [VTEP_NAME]
+    return firewall.FirewallPlan(
+        mode="runner",
+        overlay_cidr=allocation.overlay_cidr,
+        vxlan_port=allocation.vxlan_port,
+        guard_enabled=settings.vxlan_port_guard,
+        guard_peers=[allocation.host_physical_ip, *(peers or [])],
+        interfaces=[allocation.bridge_name, RUNNER_TUNNEL, *direct],
+    )
