@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 
+import pytest
+
 from krnet.core.dataplane.interfaces import PeerEntry
 from krnet.core.dataplane.probe import ProbeOutcome, ProbeTarget
 from krnet.core.dataplane.runner_plane import RunnerPlane
 from krnet.core.model.peers import Peer
+from krnet.errors import KernelError
 from tests.unit.test_planes import (
     RUNNER,
     FakeDocker,
@@ -129,3 +132,32 @@ def test_a_lost_allocation_in_direct_mode_takes_the_vtep_too() -> None:
     plane.withdraw()
     assert journal.named("remove") == ["vxkrd", "vxlan0", "kohaku-overlay"]
     assert journal.named("firewall_remove") == [(["kohaku-overlay", "vxlan0", "vxkrd"], 4789)]
+
+
+def test_a_peer_outside_the_plan_is_refused_with_the_settings_to_check() -> None:
+    plane, _journal, _prober, _events = direct_runner()
+    plane.apply(allocation(2))
+    with pytest.raises(KernelError, match="overlay_runner_prefix"):
+        plane.apply_peers([Peer(300, "192.0.2.30")])
+
+
+def test_the_vtep_follows_the_hosts_scheme_from_the_allocation_not_local_settings() -> None:
+    plane, journal, _prober, _events = direct_runner()
+    custom = allocation(2).model_copy(
+        update={
+            "subnet": "172.16.32.0/20",
+            "gateway": "172.16.32.1",
+            "host_overlay_ip": "172.16.0.1",
+            "host_ip_on_subnet": "172.16.32.254",
+            "overlay_cidr": "172.16.0.0/12",
+            "vxlan_id": 5000,
+        }
+    )
+    plane.apply_peers(PEERS)
+    plane.apply(custom)
+    (_name, spec) = journal.named("vxlan")[-1]
+    assert (spec["vni"], spec["address"]) == (5000, IPv4Interface("172.16.32.0/32"))
+    assert [(e.vtep_ip, e.subnet) for e in entries(journal)] == [
+        ("172.16.16.0", "172.16.16.0/20"),
+        ("172.16.48.0", "172.16.48.0/20"),
+    ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
 from krnet.core.dataplane.interfaces import PeerEntry
@@ -25,23 +25,33 @@ from krnet.core.model.peers import (
     vtep_mac,
     vtep_vni,
 )
+from krnet.core.model.plan import OverlayPlan
+from krnet.errors import KernelError
 
 if TYPE_CHECKING:
     from krnet.core.dataplane.interfaces import Kernel, RunnerAllocation
-    from krnet.core.model.plan import OverlayPlan
 
 
 class DirectPlane:
     """This runner's VTEP and the entries and paths of its direct peers."""
 
     def __init__(self, plan: OverlayPlan, kernel: Kernel) -> None:
-        self.plan = plan
+        self.plan = plan  # until an allocation says the host's scheme
         self.kernel = kernel
         self.book = PathBook()
         self._peers: tuple[Peer, ...] = ()
 
     def ensure(self, allocation: RunnerAllocation, peers: Sequence[Peer]) -> list[str]:
         """Converge `vxkrd` and exactly `peers`' entries (this runner itself left out)."""
+        self.plan = allocation_plan(allocation)
+        top = self.plan.max_runners
+        outside = sorted(p.runner_id for p in peers if not 1 <= p.runner_id <= top)
+        if outside:
+            raise KernelError(
+                f"peer table names runner ids {outside} outside this plan's 1.."
+                f"{self.plan.max_runners}: the host and this runner disagree on the overlay "
+                "scheme; check overlay_host_ip, overlay_host_prefix and overlay_runner_prefix"
+            )
         self._peers = tuple(p for p in peers if p.runner_id != allocation.runner_id)
         self.book.track(self._peers, datetime.now(timezone.utc))
         me = allocation.runner_id
@@ -107,3 +117,14 @@ class DirectPlane:
     def paths(self) -> tuple[PeerPath, ...]:
         """Each pair's path, as the runner reports it."""
         return self.book.paths()
+
+
+def allocation_plan(allocation: RunnerAllocation) -> OverlayPlan:
+    """The host's address plan as the allocation carries it: a runner follows the host's scheme,
+    whatever its own settings say (peers' VTEP addresses and subnets come from it)."""
+    return OverlayPlan.build(
+        allocation.host_overlay_ip,
+        IPv4Network(allocation.overlay_cidr).prefixlen,
+        IPv4Network(allocation.subnet).prefixlen,
+        allocation.vxlan_id,
+    )
