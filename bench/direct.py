@@ -12,6 +12,11 @@ background load hits them alike. The host's vxkr1 receive counter is read around
 run: a direct packet never reaches the host. Prints medians and the direct / hub ratios.
 
     sudo .venv/bin/python bench/direct.py [--runs 3] [--seconds 5]
+
+With `--peers N [N ...]` it measures instead what a peer table of N costs one runner's
+`DirectPlane.ensure` (build, a pass that changes nothing, one peer more), against one full
+netlink dump (links, addresses, routes) of the same namespace with those peers' routes in it
+(the baseline, in the same process).
 """
 
 from __future__ import annotations
@@ -49,6 +54,35 @@ held = types.SimpleNamespace(
     host_overlay_ip="10.0.0.1", overlay_cidr="10.0.0.0/8", subnet=f"10.{me}.0.0/16", vxlan_id=100,
 )
 print(plane.ensure(held, [Peer(peer, f"192.0.2.{10 + peer}")]) if on else plane.withdraw())
+"""
+# Runs inside a runner's namespace: the cost of a peer table of argv[1] peers, in seconds.
+SCALE = """
+import json, sys, time, types
+from krnet.core.dataplane.direct_plane import DirectPlane
+from krnet.core.dataplane.netlink import Netlink, open_netlink, read_kernel_state
+from krnet.core.model.peers import Peer
+from krnet.core.model.settings import Settings
+held = types.SimpleNamespace(
+    runner_id=1, runner_physical_ip="192.0.2.11", vxlan_port=4789, mtu=1450,
+    host_overlay_ip="10.0.0.1", overlay_cidr="10.0.0.0/8", subnet="10.1.0.0/16", vxlan_id=100,
+)
+peers = [Peer(rid, f"192.0.3.{rid}") for rid in range(2, int(sys.argv[1]) + 2)]
+plane = DirectPlane(Settings().plan(), Netlink())
+def timed(step):
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+def dump():
+    with open_netlink() as ipr:
+        read_kernel_state(ipr)
+dump()  # the warm-up: pyroute2 imported, its socket code run once
+spent = {
+    "build": timed(lambda: plane.ensure(held, peers[:-1])),
+    "again": timed(lambda: plane.ensure(held, peers[:-1])),
+    "one more": timed(lambda: plane.ensure(held, peers)),
+}
+spent["dump"] = min(timed(dump) for _ in range(5))  # with every peer's routes in the table
+print(json.dumps(spent))
 """
 REQUIRED = ("ip", "nsenter", "iperf3", "ping", "ss")
 
@@ -111,6 +145,21 @@ def benchmark(runs: int, seconds: int) -> tuple[list[dataplane.Measurement], lis
     return [direct, hub, underlay], crossed
 
 
+def peer_tables(sizes: list[int]) -> None:
+    """Print what each peer table size costs one runner, with the dump as the baseline."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    print("peer table on one runner: seconds (and times one full netlink dump)")
+    with Lab() as lab:
+        node = lab.add_node("r1", "192.0.2.11/24")
+        for size in sizes:
+            spent = json.loads(node.run([sys.executable, "-c", SCALE, str(size)], env=env).stdout)
+            base = spent.pop("dump")
+            shown = ", ".join(
+                f"{step} {value:.3f} s ({value / base:.1f}x)" for step, value in spent.items()
+            )
+            print(f"  {size} peers: {shown}; dump {base * 1000:.1f} ms")
+
+
 def report(
     paths: list[dataplane.Measurement], crossed: list[tuple[int, int]], seconds: int
 ) -> None:
@@ -141,7 +190,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per path (default 3)")
     parser.add_argument("--seconds", type=int, default=5, help="length of a run (default 5)")
+    parser.add_argument("--peers", type=int, nargs="+", help="peer table sizes to time instead")
     arguments = parser.parse_args()
+    if arguments.peers:
+        peer_tables(arguments.peers)
+        return 0
     reason = missing_prerequisites(REQUIRED)
     if reason is not None:
         print(f"direct: {reason}", file=sys.stderr)
