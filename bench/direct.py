@@ -165,12 +165,7 @@ def report(
 ) -> None:
     direct, hub, underlay = paths
     print(f"direct vs hub: {os.cpu_count()} CPUs, one TCP stream, runs of {seconds} s")
-    for path in paths:
-        runs_text = ", ".join(f"{value:.2f}" for value in path.gbits)
-        print(
-            f"  {path.label:14} {path.median_gbits:6.2f} Gbit/s  ({runs_text})   "
-            f"RTT {path.median_rtt_ms:.3f} ms"
-        )
+    dataplane.print_paths(paths, width=14)
     print(
         f"  direct / hub:      throughput {dataplane.ratio(direct, hub)}, "
         f"RTT {direct.median_rtt_ms / hub.median_rtt_ms:.2f}x"
