@@ -140,6 +140,17 @@ def test_apply_peers_builds_exactly_the_vtep_and_the_other_peers_entries(
     assert runners[1].peers(*IDS)["changes"] == []  # a second call changes nothing
 
 
+def test_drift_made_by_hand_is_repaired_and_reported(runners: dict[int, Driver]) -> None:
+    node, before = runners[1].node, vtep_entries(runners[1].node)
+    node.run(["ip", "neigh", "del", "10.3.0.0", "dev", "vxkrd"])
+    node.run(["bridge", "fdb", "del", "02:4b:52:00:00:03", "dev", "vxkrd", "dst", "192.0.2.13"])
+    node.run(["ip", "route", "del", "10.3.0.0/16"])
+    node.run(["ip", "neigh", "add", "10.9.0.0", "lladdr", "02:00:00:00:00:09", "dev", "vxkrd"])
+    changes = runners[1].peers(*IDS)["changes"]
+    assert len(changes) == 4 and "vxkrd: neighbour 10.9.0.0 removed" in changes
+    assert vtep_entries(node) == before
+
+
 def test_send_redirects_is_off_on_every_runner(runners: dict[int, Driver]) -> None:
     for driver in runners.values():
         for device in ("all", "default", "kohaku-overlay"):
