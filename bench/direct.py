@@ -55,12 +55,13 @@ held = types.SimpleNamespace(
 )
 print(plane.ensure(held, [Peer(peer, f"192.0.2.{10 + peer}")]) if on else plane.withdraw())
 """
-# Runs inside a runner's namespace: the cost of a peer table of argv[1] peers, in seconds.
+# Runs inside a runner's namespace: the cost of a peer table of argv[1] peers, in seconds, and
+# its floor: iproute2 reading the same entries, and building them with `ip -batch`/`bridge -batch`.
 SCALE = """
-import json, sys, time, types
+import json, subprocess, sys, time, types
 from krnet.core.dataplane.direct_plane import DirectPlane
 from krnet.core.dataplane.netlink import Netlink, open_netlink, read_kernel_state
-from krnet.core.model.peers import Peer
+from krnet.core.model.peers import Peer, vtep_mac
 from krnet.core.model.settings import Settings
 held = types.SimpleNamespace(
     runner_id=1, runner_physical_ip="192.0.2.11", vxlan_port=4789, mtu=1450,
@@ -75,6 +76,25 @@ def timed(step):
 def dump():
     with open_netlink() as ipr:
         read_kernel_state(ipr)
+def run(*argv, stdin=""):
+    subprocess.run(argv, input=stdin, text=True, check=True, stdout=subprocess.DEVNULL)
+def read():
+    for argv in (["ip", "neigh"], ["bridge", "fdb"], ["ip", "route"]):
+        run(*argv, "show", "dev", "vxkrd")
+def batch(table):
+    ip = "".join(
+        f"neigh replace 10.{p.runner_id}.0.0 lladdr {vtep_mac(p.runner_id)} dev vxkrd "
+        "nud permanent\\n"
+        f"route replace 10.{p.runner_id}.0.0/32 dev vxkrd scope link\\n"
+        f"route replace 10.{p.runner_id}.0.0/16 via 10.{p.runner_id}.0.0 dev vxkrd onlink\\n"
+        for p in table
+    )
+    fdb = "".join(
+        f"fdb append {vtep_mac(p.runner_id)} dev vxkrd dst {p.physical_ip} self permanent\\n"
+        for p in table
+    )
+    run("ip", "-batch", "-", stdin=ip)
+    run("bridge", "-batch", "-", stdin=fdb)
 dump()  # the warm-up: pyroute2 imported, its socket code run once
 spent = {
     "build": timed(lambda: plane.ensure(held, peers[:-1])),
@@ -82,7 +102,11 @@ spent = {
     "one more": timed(lambda: plane.ensure(held, peers)),
 }
 spent["dump"] = min(timed(dump) for _ in range(5))  # with every peer's routes in the table
-print(json.dumps(spent))
+floor = {"again": timed(read)}
+plane.ensure(held, [])  # the bare VTEP: the floor builds the same entries on it
+floor["build"] = timed(lambda: batch(peers[:-1]))
+floor["one more"] = timed(lambda: batch(peers[-1:]))
+print(json.dumps({"krnet": spent, "floor": floor}))
 """
 REQUIRED = ("ip", "nsenter", "iperf3", "ping", "ss")
 
@@ -146,18 +170,20 @@ def benchmark(runs: int, seconds: int) -> tuple[list[dataplane.Measurement], lis
 
 
 def peer_tables(sizes: list[int]) -> None:
-    """Print what each peer table size costs one runner, with the dump as the baseline."""
+    """Print what each peer table size costs one runner, beside iproute2's floor and the dump."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    print("peer table on one runner: seconds (and times one full netlink dump)")
+    print("peer table on one runner: krnet's seconds / iproute2's (ratio); one full netlink dump")
     with Lab() as lab:
         node = lab.add_node("r1", "192.0.2.11/24")
         for size in sizes:
-            spent = json.loads(node.run([sys.executable, "-c", SCALE, str(size)], env=env).stdout)
+            shown = json.loads(node.run([sys.executable, "-c", SCALE, str(size)], env=env).stdout)
+            spent, floor = shown["krnet"], shown["floor"]
             base = spent.pop("dump")
-            shown = ", ".join(
-                f"{step} {value:.3f} s ({value / base:.1f}x)" for step, value in spent.items()
+            steps = ", ".join(
+                f"{step} {value:.3f} / {floor[step]:.3f} s ({value / floor[step]:.1f}x)"
+                for step, value in spent.items()
             )
-            print(f"  {size} peers: {shown}; dump {base * 1000:.1f} ms")
+            print(f"  {size} peers: {steps}; dump {base * 1000:.1f} ms")
 
 
 def report(

@@ -146,8 +146,10 @@ def test_drift_made_by_hand_is_repaired_and_reported(runners: dict[int, Driver])
     node.run(["bridge", "fdb", "del", "02:4b:52:00:00:03", "dev", "vxkrd", "dst", "192.0.2.13"])
     node.run(["ip", "route", "del", "10.3.0.0/16"])
     node.run(["ip", "neigh", "add", "10.9.0.0", "lladdr", "02:00:00:00:00:09", "dev", "vxkrd"])
+    node.run(["ip", "route", "add", "10.9.0.0/16", "dev", "vxkrd"])  # proto boot, not krnet's
     changes = runners[1].peers(*IDS)["changes"]
-    assert len(changes) == 4 and "vxkrd: neighbour 10.9.0.0 removed" in changes
+    assert len(changes) == 5 and "vxkrd: neighbour 10.9.0.0 removed" in changes
+    assert "vxkrd: route 10.9.0.0/16 removed" in changes
     assert vtep_entries(node) == before
 
 
