@@ -14,9 +14,12 @@ run: a direct packet never reaches the host. Prints medians and the direct / hub
     sudo .venv/bin/python bench/direct.py [--runs 3] [--seconds 5]
 
 With `--peers N [N ...]` it measures instead what a peer table of N costs one runner's
-`DirectPlane.ensure` (build, a pass that changes nothing, one peer more), against one full
-netlink dump (links, addresses, routes) of the same namespace with those peers' routes in it
-(the baseline, in the same process).
+`DirectPlane.ensure` (build, a pass that changes nothing, one peer more, one less: what a
+pushed table costs a runner on a join or a leave), each against its floor in the same namespace
+and process: iproute2 reading the same entries (`ip neigh`/`bridge fdb`/`ip route show dev
+vxkrd`) for the pass that changes nothing, building or deleting them with `ip -batch` and
+`bridge -batch` for the others; and one full netlink dump (links, addresses, routes) with those
+peers' routes in it, for scale.
 """
 
 from __future__ import annotations
@@ -81,16 +84,17 @@ def run(*argv, stdin=""):
 def read():
     for argv in (["ip", "neigh"], ["bridge", "fdb"], ["ip", "route"]):
         run(*argv, "show", "dev", "vxkrd")
-def batch(table):
+def batch(table, verb="replace"):
     ip = "".join(
-        f"neigh replace 10.{p.runner_id}.0.0 lladdr {vtep_mac(p.runner_id)} dev vxkrd "
+        f"neigh {verb} 10.{p.runner_id}.0.0 lladdr {vtep_mac(p.runner_id)} dev vxkrd "
         "nud permanent\\n"
-        f"route replace 10.{p.runner_id}.0.0/32 dev vxkrd scope link\\n"
-        f"route replace 10.{p.runner_id}.0.0/16 via 10.{p.runner_id}.0.0 dev vxkrd onlink\\n"
+        f"route {verb} 10.{p.runner_id}.0.0/32 dev vxkrd scope link\\n"
+        f"route {verb} 10.{p.runner_id}.0.0/16 via 10.{p.runner_id}.0.0 dev vxkrd onlink\\n"
         for p in table
     )
     fdb = "".join(
-        f"fdb append {vtep_mac(p.runner_id)} dev vxkrd dst {p.physical_ip} self permanent\\n"
+        f"fdb {'del' if verb == 'del' else 'append'} {vtep_mac(p.runner_id)} dev vxkrd "
+        f"dst {p.physical_ip} self permanent\\n"
         for p in table
     )
     run("ip", "-batch", "-", stdin=ip)
@@ -100,12 +104,14 @@ spent = {
     "build": timed(lambda: plane.ensure(held, peers[:-1])),
     "again": timed(lambda: plane.ensure(held, peers[:-1])),
     "one more": timed(lambda: plane.ensure(held, peers)),
+    "one less": timed(lambda: plane.ensure(held, peers[:-1])),
 }
 spent["dump"] = min(timed(dump) for _ in range(5))  # with every peer's routes in the table
 floor = {"again": timed(read)}
 plane.ensure(held, [])  # the bare VTEP: the floor builds the same entries on it
 floor["build"] = timed(lambda: batch(peers[:-1]))
 floor["one more"] = timed(lambda: batch(peers[-1:]))
+floor["one less"] = timed(lambda: batch(peers[-1:], "del"))
 print(json.dumps({"krnet": spent, "floor": floor}))
 """
 REQUIRED = ("ip", "nsenter", "iperf3", "ping", "ss")
