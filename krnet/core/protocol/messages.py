@@ -270,9 +270,19 @@ class Snapshot(Message):
 
 
 class Error(Message):
+    """A refusal, then close; signed (`seq`, `mac`) once the host has authenticated its peer."""
+
     type: Literal["error"]
     code: ErrorCode
     message: Annotated[str, StringConstraints(max_length=2000)]
+    seq: Seq | None = None
+    mac: Mac | None = None
+
+    @model_validator(mode="after")
+    def _signed_whole(self) -> Error:
+        if (self.seq is None) != (self.mac is None):
+            raise ValueError("a signed error carries both seq and mac, an unsigned one neither")
+        return self
 
 
 MESSAGES: dict[str, type[Message]] = {  # by the `type` field
@@ -345,16 +355,20 @@ def parse_message(obj: Mapping[str, JsonValue], expected: Sequence[type[Message]
         raise ProtocolError("bad_request", _summarize(exc, kind)) from None
 
 
-def raise_if_error(message: Message, peer: str) -> None:
+def raise_if_error(message: Message, peer: str, *, authenticated: bool = False) -> None:
     """Turn a peer's `error` message into ProtocolError carrying its code.
 
-    An `error` carries no MAC: anyone who answers the connection can write it, so its text is
-    quoted, marked as unauthenticated and escaped (no forged log lines, no terminal escapes).
+    Unless its MAC verified (`authenticated`), anyone who answers the connection can write an
+    `error`, so its text is quoted, marked as unauthenticated and escaped either way (no forged
+    log lines, no terminal escapes).
     """
     if isinstance(message, Error):
         text = printable(message.message)
+        said = "its message" if authenticated else "its unauthenticated message"
         raise ProtocolError(
-            message.code, f'{peer} refused ({message.code}); its unauthenticated message: "{text}"'
+            message.code,
+            f'{peer} refused ({message.code}); {said}: "{text}"',
+            authenticated=authenticated,
         )
 
 
