@@ -31,6 +31,7 @@ from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
 from krnet.errors import ErrorCode, ProtocolError
 
 PROTOCOL_VERSION = 1
+MAX_ERROR_TEXT = 2000  # characters of an `error` message's text
 MAX_OBSERVED = 16_384  # bytes of a heartbeat's `observed` as canonical JSON: a status line holds it
 
 
@@ -274,7 +275,7 @@ class Error(Message):
 
     type: Literal["error"]
     code: ErrorCode
-    message: Annotated[str, StringConstraints(max_length=2000)]
+    message: Annotated[str, StringConstraints(max_length=MAX_ERROR_TEXT)]
     seq: Seq | None = None
     mac: Mac | None = None
 
@@ -373,5 +374,6 @@ def raise_if_error(message: Message, peer: str, *, authenticated: bool = False) 
 
 
 def error_frame(code: ErrorCode, message: str) -> bytes:
-    """The `error` line refusing a peer (the message cut to the 2,000 characters allowed)."""
-    return encode_frame(Error(type="error", code=code, message=message[:2000]).model_dump())
+    """The unsigned `error` line refusing a peer (the message cut to the length allowed)."""
+    text = message[:MAX_ERROR_TEXT]
+    return encode_frame(Error(type="error", code=code, message=text).model_dump(exclude_none=True))
