@@ -147,10 +147,20 @@ def test_drift_made_by_hand_is_repaired_and_reported(runners: dict[int, Driver])
     node.run(["ip", "route", "del", "10.3.0.0/16"])
     node.run(["ip", "neigh", "add", "10.9.0.0", "lladdr", "02:00:00:00:00:09", "dev", "vxkrd"])
     node.run(["ip", "route", "add", "10.9.0.0/16", "dev", "vxkrd"])  # proto boot, not krnet's
+    others = (  # another link's entries, which the filtered dumps must leave out
+        ["ip", "neigh", "add", "192.0.2.99", "lladdr", "02:00:00:00:00:99", "dev", "eth0"],
+        ["bridge", "fdb", "add", "02:00:00:00:00:99", "dev", "eth0", "self", "permanent"],
+        ["ip", "route", "add", "10.8.0.0/16", "dev", "eth0"],
+    )
+    for argv in others:
+        node.run(argv)
     changes = runners[1].peers(*IDS)["changes"]
     assert len(changes) == 5 and "vxkrd: neighbour 10.9.0.0 removed" in changes
     assert "vxkrd: route 10.9.0.0/16 removed" in changes
     assert vtep_entries(node) == before
+    assert ip_json(node, "ip", "-j", "neigh", "show", "192.0.2.99") != []
+    assert "02:00:00:00:00:99" in node.run(["bridge", "fdb", "show", "dev", "eth0"]).stdout
+    assert ip_json(node, "ip", "-j", "route", "show", "10.8.0.0/16") != []
 
 
 def test_send_redirects_is_off_on_every_runner(runners: dict[int, Driver]) -> None:
