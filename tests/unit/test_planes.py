@@ -39,7 +39,7 @@ from krnet.core.model.records import RunnerRecord
 from krnet.core.model.settings import Settings
 from krnet.core.protocol.messages import Allocation
 from krnet.core.record.store import Store
-from krnet.errors import DockerError, KernelError
+from krnet.errors import DockerError, KernelError, KrnetError
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HOST = Settings(mode="host", overlay_enabled=True, host_reachable_address="192.0.2.1")
@@ -92,6 +92,15 @@ class FakeSession:
         if name in self.refused:
             raise KernelError(f"cannot create {name}: EEXIST")
         return self.journal.note("vxlan", (name, spec))
+
+    def ensure_tunnels(self, specs: Mapping[str, VxlanSpec]) -> dict[str, list[str] | KrnetError]:
+        outcome: dict[str, list[str] | KrnetError] = {}
+        for name, spec in specs.items():
+            try:
+                outcome[name] = self.ensure_vxlan(name, **spec)
+            except KernelError as exc:
+                outcome[name] = exc
+        return outcome
 
     def ensure_route(
         self, dst: IPv4Network, *, via: IPv4Address | None = None, dev: str | None = None
@@ -333,9 +342,20 @@ def test_a_loopback_host_address_leaves_the_source_to_the_join() -> None:
     assert locals_ == [None, "192.0.2.7", "192.0.2.7"]
 
 
+def test_a_runner_is_probed_only_once_its_tunnel_is_built() -> None:
+    # Regression (issue 14): the prober picked up a runner whose tunnel did not exist yet.
+    node = host()
+    node.kernel.refused = ["vxkr2"]
+    node.plane.runner_up(record(1, "192.0.2.11"), allocation(1))
+    node.plane.runners_up([(record(2, "192.0.2.12"), allocation(2))])
+    node.plane.probe([1, 2, 3])  # 3: recorded, never built
+    assert node.journal.named("probe") == [([1], HOST.overlay_mtu)]
+
+
 def test_probe_results_go_to_the_file_given(tmp_path: Path) -> None:
     results = tmp_path / probe.RESULTS_FILE
     node = host(results_file=results)
+    node.plane.reconcile([record(1, "192.0.2.11"), record(2, "192.0.2.12")])
     node.plane.probe([2, 1])
     node.plane.probe([1])
     assert node.journal.named("probe") == [([1, 2], HOST.overlay_mtu), ([1], HOST.overlay_mtu)]
@@ -346,6 +366,7 @@ def test_probe_results_go_to_the_file_given(tmp_path: Path) -> None:
 
 def test_without_a_results_file_probes_publish_nothing(tmp_path: Path) -> None:
     node = host()
+    node.plane.reconcile([record(1, "192.0.2.11")])
     node.plane.probe([1])
     assert node.journal.named("probe") == [([1], HOST.overlay_mtu)]
     assert list(tmp_path.iterdir()) == []

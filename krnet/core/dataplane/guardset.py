@@ -8,14 +8,12 @@ xtables compatibility (`-m set --match-set krnet-vxlan src`). Every change is re
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
-import tempfile
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address
 
-from krnet.core.dataplane.proc import Runner, run_command
+from krnet.core.dataplane.proc import Runner, run_command, script_file
 from krnet.errors import FirewallError
 
 GUARD_SET = "krnet-vxlan"
@@ -80,17 +78,12 @@ class IpSet:
         return [f"ipset {GUARD_SET}: deleted"]
 
     def _restore(self, lines: list[str]) -> None:
-        """One `ipset restore` of every line, from a file (the runner passes no stdin)."""
-        fd, path = tempfile.mkstemp(prefix="krnet-ipset-", suffix=".txt")
-        try:
-            with os.fdopen(fd, "w") as script:
-                script.write("\n".join(lines) + "\n")
+        """One `ipset restore` of every line."""
+        with script_file(lines, "krnet-ipset-") as path:
             argv = [self.binary, "-exist", "-file", path, "restore"]
             result = self._run(argv)
-            if result.returncode != 0:
-                raise self._failed(argv, result)
-        finally:
-            os.unlink(path)
+        if result.returncode != 0:
+            raise self._failed(argv, result)
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         try:

@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, ip_address
 from typing import TYPE_CHECKING
 
 from krnet.core.dataplane import firewall, probe
-from krnet.core.dataplane.interfaces import Adoption
+from krnet.core.dataplane.interfaces import Adoption, VxlanSpec
 from krnet.core.dataplane.netlink.state import stable_mac
 from krnet.core.model.plan import HOST_DEVICE, OverlayPlan, runner_id_from_tunnel, tunnel_name
 from krnet.errors import KrnetError
@@ -67,6 +67,7 @@ class HostPlane:
         self._learned_local: str | None = None
         self._peers: dict[int, str] = {}
         self._released: set[int] = set()  # ids the record freed: removed, never adopted back
+        self._built: set[int] = set()  # ids whose tunnel was built and read back: probed
         self._lock = threading.Lock()  # one writer at a time: joins and reconcile both land here
         self._probes = probe.ProbeBook()
 
@@ -94,14 +95,19 @@ class HostPlane:
             changes: list[tuple[str, int | None]] = []
             with self.kernel.session(names) as links:
                 changes += [(change, lone) for change in self._ensure_base(links)]
-                for runner, _ in batch:
-                    try:
-                        built = self._ensure_tunnel(links, runner.runner_id, runner.physical_ip)
-                    except KrnetError as exc:
-                        refused[runner.runner_id] = exc
-                        continue
-                    self._peers[runner.runner_id] = runner.physical_ip
-                    changes += [(change, runner.runner_id) for change in built]
+                specs = {
+                    tunnel_name(r.runner_id): self._tunnel_spec(r.runner_id, r.physical_ip)
+                    for r, _ in batch
+                }
+                outcome = links.ensure_tunnels(specs)
+            for runner, _ in batch:
+                built = outcome[tunnel_name(runner.runner_id)]
+                if isinstance(built, KrnetError):
+                    refused[runner.runner_id] = built
+                    continue
+                self._peers[runner.runner_id] = runner.physical_ip
+                self._built.add(runner.runner_id)
+                changes += [(change, runner.runner_id) for change in built]
             firewall_changes = self._ensure_firewall()
             for change, runner_id in changes:
                 self._report([change], runner_id)
@@ -112,6 +118,7 @@ class HostPlane:
         """Remove a runner's tunnel after `leave` or when its id is reclaimed for another."""
         with self._lock:
             self._peers.pop(runner_id, None)
+            self._built.discard(runner_id)
             self._released.add(runner_id)  # a failed removal or a stale reconcile: no adoption
             tunnel = tunnel_name(runner_id)
             with self.kernel.session([tunnel]) as links:
@@ -127,7 +134,8 @@ class HostPlane:
     def probe(self, runner_ids: Sequence[int]) -> None:
         """A DF echo at the full overlay MTU (and a small one) through each tunnel, published
         to the results file (`<data dir>/probes.json`) for `node overlay`, `doctor` and the TUI."""
-        targets = probe.probe_targets(self.plan, runner_ids)
+        built = set(self._built)  # a runner is probed once its tunnel exists, not before
+        targets = probe.probe_targets(self.plan, [rid for rid in runner_ids if rid in built])
         now = datetime.now(timezone.utc)
         self._probes.record_all(self.prober(targets, self.settings.overlay_mtu), now)
         for gone in set(self._probes.runner_ids()) - set(runner_ids):
@@ -162,12 +170,21 @@ class HostPlane:
                     changes += self._remove_released(links)
                 except KrnetError as exc:
                     self._failed("released tunnels", exc, None)
-                for runner_id, record in sorted(known.items()):
-                    try:
-                        changes += self._ensure_tunnel(links, runner_id, record.physical_ip)
-                    except KrnetError as exc:
-                        self._failed(tunnel_name(runner_id), exc, runner_id)
+                specs = {
+                    tunnel_name(rid): self._tunnel_spec(rid, record.physical_ip)
+                    for rid, record in sorted(known.items())
+                }
+                outcome = links.ensure_tunnels(specs)
+                self._built = set()
+                for runner_id in sorted(known):
+                    built = outcome[tunnel_name(runner_id)]
+                    if isinstance(built, KrnetError):
+                        self._failed(tunnel_name(runner_id), built, runner_id)
+                    else:
+                        changes += built
+                        self._built.add(runner_id)
                 adopted = self._adopt_unknown_tunnels(links.links, known)
+                self._built |= set(adopted)
         except KrnetError as exc:  # the link dump itself
             self._failed("the kernel's links", exc, None)
         return changes, adopted
@@ -189,10 +206,9 @@ class HostPlane:
         changes += links.ensure_host_device(HOST_DEVICE, self.plan.host_interface)
         return changes
 
-    def _ensure_tunnel(self, links: LinkSession, runner_id: int, remote: str) -> list[str]:
+    def _tunnel_spec(self, runner_id: int, remote: str) -> VxlanSpec:
         addresses = self.plan.runner(runner_id)
-        return links.ensure_vxlan(
-            addresses.host_interface,
+        return VxlanSpec(
             vni=addresses.vni,
             local=self.local_address,
             remote=remote,
