@@ -220,8 +220,10 @@ def test_a_refusal_names_the_command_and_what_firewalld_said(firewalld: Path) ->
 
 def route_via_eth0(argv: list[str]) -> subprocess.CompletedProcess[str]:
     """`ip route get` answers that every peer is reached through eth0; the rest runs for real."""
-    if argv[:3] == ["ip", "-o", "route"]:
-        return subprocess.CompletedProcess(argv, 0, f"{argv[-1]} dev eth0 src 192.0.2.1\n", "")
+    if argv[:4] == ["ip", "-o", "-force", "-batch"]:
+        peers = [line.split()[-1] for line in Path(argv[-1]).read_text().splitlines()]
+        routes = "".join(f"{peer} dev eth0 src 192.0.2.1 \\    cache\n" for peer in peers)
+        return subprocess.CompletedProcess(argv, 0, routes, "")
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 

@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from krnet.core.model.plan import (
     IFNAME_MAX,
@@ -18,6 +19,7 @@ from krnet.core.model.plan import (
     runner_id_from_tunnel,
     tunnel_name,
 )
+from krnet.core.protocol.messages import Allocation
 
 DEFAULT = OverlayPlan.build("10.0.0.1", 8, 16, 100)
 
@@ -131,3 +133,25 @@ def test_subnets_never_overlap_and_stay_inside_the_overlay(params: tuple[int, in
         assert 0 <= runner.vni <= MAX_VNI
     ordered = sorted(subnets)
     assert all(not a.overlaps(b) for a, b in itertools.pairwise(ordered))
+
+
+def test_the_protocol_carries_runner_ids_up_to_4095() -> None:
+    last = OverlayPlan.build("10.0.0.1", 8, 20, 100).runner(4095)
+    fields = {
+        "vni": last.vni,
+        "subnet": str(last.subnet),
+        "gateway": str(last.gateway),
+        "host_overlay_ip": "10.0.0.1",
+        "host_ip_on_subnet": str(last.host_ip_on_subnet),
+        "mtu": 1450,
+        "host_physical_ip": "192.0.2.1",
+        "runner_physical_ip": "192.0.2.2",
+        "vxlan_id": 100,
+        "overlay_cidr": "10.0.0.0/8",
+        "bridge_name": "kohaku-overlay",
+        "vxlan_port": 4789,
+        "heartbeat_interval": 5.0,
+    }
+    assert Allocation.model_validate(fields | {"runner_id": 4095}).runner_id == 4095
+    with pytest.raises(ValidationError, match="runner_id"):
+        Allocation.model_validate(fields | {"runner_id": 4096})
