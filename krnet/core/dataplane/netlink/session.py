@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from krnet.core.dataplane import sysctl
 from krnet.core.dataplane.netlink import batch, links, routes
 from krnet.core.dataplane.netlink.state import KernelState, open_netlink
-from krnet.errors import KernelError, KrnetError
+from krnet.errors import KrnetError
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -46,23 +46,22 @@ class NetlinkSession:
 
     def ensure_tunnels(self, specs: Mapping[str, VxlanSpec]) -> dict[str, list[str] | KrnetError]:
         """Tunnels this pass did not find are built in one `ip -batch` and read back in one
-        dump; the others converge one by one. Each name's changes, or why it failed."""
+        dump; the others, and any the batch did not build right, converge one by one (which
+        names the kernel's refusal). Each name's changes, or why it failed."""
         outcome: dict[str, list[str] | KrnetError] = {}
         new = {name: spec for name, spec in specs.items() if name not in self.state.links}
-        built, refused = batch.build_tunnels(new) if new else ({}, {})
+        built = batch.build_tunnels(new) if new else {}
         for name, spec in specs.items():
             link = built.get(name)
-            try:
-                if name not in new:
-                    outcome[name] = links.ensure_vxlan(self.ipr, self.state, name, **spec)
+            if link is not None:
+                self.state.put(link)
+                try:
+                    outcome[name] = [links.created(name, links.verify_tunnel(link, spec))]
                     continue
-                if link is not None:
-                    self.state.put(link)
-                if name in refused:
-                    raise refused[name]
-                if link is None:
-                    raise KernelError(f"{name}: absent after `ip -batch` built it; check dmesg")
-                outcome[name] = [links.created(name, links.verify_tunnel(link, spec))]
+                except KrnetError:
+                    pass  # repaired (and reported) below, as any drifted tunnel
+            try:
+                outcome[name] = links.ensure_vxlan(self.ipr, self.state, name, **spec)
             except KrnetError as exc:
                 outcome[name] = exc
         return outcome
