@@ -84,7 +84,6 @@ class HostPlane:
     ) -> dict[int, KrnetError]:
         """Build the tunnels of joins decided together in one netlink and one firewall pass;
         returns the runners the kernel refused (the rest are built and read back)."""
-        refused: dict[int, KrnetError] = {}
         with self._lock:
             for runner, allocation in batch:
                 if _usable_local(allocation.host_physical_ip):
@@ -93,21 +92,12 @@ class HostPlane:
             lone = batch[0][0].runner_id if len(batch) == 1 else None  # whom shared changes name
             names = [HOST_DEVICE, *(tunnel_name(runner.runner_id) for runner, _ in batch)]
             changes: list[tuple[str, int | None]] = []
+            remotes = {runner.runner_id: runner.physical_ip for runner, _ in batch}
             with self.kernel.session(names) as links:
                 changes += [(change, lone) for change in self._ensure_base(links)]
-                specs = {
-                    tunnel_name(r.runner_id): self._tunnel_spec(r.runner_id, r.physical_ip)
-                    for r, _ in batch
-                }
-                outcome = links.ensure_tunnels(specs)
-            for runner, _ in batch:
-                built = outcome[tunnel_name(runner.runner_id)]
-                if isinstance(built, KrnetError):
-                    refused[runner.runner_id] = built
-                    continue
-                self._peers[runner.runner_id] = runner.physical_ip
-                self._built.add(runner.runner_id)
-                changes += [(change, runner.runner_id) for change in built]
+                built, refused = self._build_tunnels(links, remotes)
+            self._peers |= {runner_id: remotes[runner_id] for runner_id in built}
+            changes += [(change, runner_id) for runner_id, made in built.items() for change in made]
             firewall_changes = self._ensure_firewall()
             for change, runner_id in changes:
                 self._report([change], runner_id)
@@ -170,19 +160,12 @@ class HostPlane:
                     changes += self._remove_released(links)
                 except KrnetError as exc:
                     self._failed("released tunnels", exc, None)
-                specs = {
-                    tunnel_name(rid): self._tunnel_spec(rid, record.physical_ip)
-                    for rid, record in sorted(known.items())
-                }
-                outcome = links.ensure_tunnels(specs)
-                self._built = set()
-                for runner_id in sorted(known):
-                    built = outcome[tunnel_name(runner_id)]
-                    if isinstance(built, KrnetError):
-                        self._failed(tunnel_name(runner_id), built, runner_id)
-                    else:
-                        changes += built
-                        self._built.add(runner_id)
+                self._built.clear()  # this pass says which tunnels stand
+                remotes = {rid: record.physical_ip for rid, record in sorted(known.items())}
+                built, refused = self._build_tunnels(links, remotes)
+                changes += [change for made in built.values() for change in made]
+                for runner_id, refusal in refused.items():
+                    self._failed(tunnel_name(runner_id), refusal, runner_id)
                 adopted = self._adopt_unknown_tunnels(links.links, known)
                 self._built |= set(adopted)
         except KrnetError as exc:  # the link dump itself
@@ -205,6 +188,25 @@ class HostPlane:
         changes = self.kernel.ensure_sysctl("net.ipv4.ip_forward", "1")
         changes += links.ensure_host_device(HOST_DEVICE, self.plan.host_interface)
         return changes
+
+    def _build_tunnels(
+        self, links: LinkSession, remotes: Mapping[int, str]
+    ) -> tuple[dict[int, list[str]], dict[int, KrnetError]]:
+        """Every runner's tunnel in one pass: what each built one changed, and who was refused."""
+        specs = {
+            tunnel_name(rid): self._tunnel_spec(rid, remote) for rid, remote in remotes.items()
+        }
+        outcome = links.ensure_tunnels(specs)
+        built: dict[int, list[str]] = {}
+        refused: dict[int, KrnetError] = {}
+        for runner_id in remotes:
+            result = outcome[tunnel_name(runner_id)]
+            if isinstance(result, KrnetError):
+                refused[runner_id] = result
+            else:
+                built[runner_id] = result
+        self._built = (self._built | set(built)) - set(refused)
+        return built, refused
 
     def _tunnel_spec(self, runner_id: int, remote: str) -> VxlanSpec:
         addresses = self.plan.runner(runner_id)
@@ -231,21 +233,16 @@ class HostPlane:
         self, links: Mapping[str, LinkInfo], known: dict[int, RunnerRecord]
     ) -> dict[int, str]:
         """Tunnels the kernel has and the record lost become inactive records, not orphans."""
-        adopted: dict[int, str] = {}
-        for name, link in links.items():
-            runner_id = runner_id_from_tunnel(name)
-            if runner_id is None or runner_id in known or runner_id in self._released:
-                continue
-            if link.vxlan is None:
-                continue
-            if runner_id > self.plan.max_runners or not link.vxlan.remote:
-                continue
+        adopted = _unknown_tunnels(self.plan, links, set(known) | self._released)
+        for runner_id, remote in adopted.items():
             addresses = self.plan.runner(runner_id)
-            adopted[runner_id] = link.vxlan.remote
-            self.events.adopted(
-                Adoption(runner_id, link.vxlan.remote, addresses.vni, str(addresses.subnet))
+            self.events.adopted(Adoption(runner_id, remote, addresses.vni, str(addresses.subnet)))
+            log.info(
+                "adopted %s (runner %d at %s) as inactive",
+                tunnel_name(runner_id),
+                runner_id,
+                remote,
             )
-            log.info("adopted %s (runner %d at %s) as inactive", name, runner_id, link.vxlan.remote)
         return adopted
 
     def _ensure_firewall(self) -> list[str]:
@@ -263,6 +260,20 @@ class HostPlane:
         for change in changes:
             log.info("%s", change)
             self.events.changed(change, runner_id)
+
+
+def _unknown_tunnels(
+    plan: OverlayPlan, links: Mapping[str, LinkInfo], skip: set[int]
+) -> dict[int, str]:
+    """krnet's tunnels in the plan with a remote and an id not in `skip`: id -> remote."""
+    found: dict[int, str] = {}
+    for name, link in links.items():
+        runner_id = runner_id_from_tunnel(name)
+        if runner_id is None or runner_id in skip or runner_id > plan.max_runners:
+            continue
+        if link.vxlan is not None and link.vxlan.remote:
+            found[runner_id] = link.vxlan.remote
+    return found
 
 
 def _usable_local(address: str | None) -> str | None:
