@@ -72,7 +72,7 @@ class RunnerAddresses:
 
     @property
     def host_interface_address(self) -> IPv4Interface:
-        return IPv4Interface(f"{self.host_ip_on_subnet}/{self.subnet.prefixlen}")
+        return IPv4Interface((int(self.host_ip_on_subnet), self.subnet.prefixlen))
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class OverlayPlan:
         return RunnerAddresses(
             runner_id=runner_id,
             vni=self.vni(runner_id),
-            subnet=IPv4Network(f"{base}/{self.runner_prefix}"),
+            subnet=IPv4Network((int(base), self.runner_prefix)),  # no string parse: 4,095 a pass
             gateway=base + GATEWAY_OFFSET,
             host_ip_on_subnet=base + HOST_ON_SUBNET_OFFSET,
             host_interface=tunnel_name(runner_id),
