@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-SYSTEM_PACKAGES=(iproute2 iptables nftables iputils-ping docker.io busybox-static iperf3 tmux debootstrap hyperfine
+SYSTEM_PACKAGES=(iproute2 iptables ipset nftables iputils-ping docker.io busybox-static iperf3 tmux debootstrap hyperfine
     firewalld prometheus qemu-user-static)
 # shiv stamps every file with this time, so two builds of one commit are byte-identical.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from types import TracebackType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from krnet.core.dataplane.firewall import GUARD_CHAIN  # noqa: E402
+from krnet.core.dataplane.guardset import GUARD_SET, parse_members  # noqa: E402
 from krnet.core.model.plan import runner_id_from_tunnel, tunnel_name  # noqa: E402
 from krnet.core.model.settings import Settings  # noqa: E402
 from krnet.core.record.reader import database_path  # noqa: E402
@@ -48,7 +47,6 @@ TIMERS = ("heartbeat_interval", "runner_timeout", "reconcile_interval")
 NETLINK_MONITOR = ("ip", "-o", "monitor", "link", "address", "route")
 NFT_MONITOR = ("nft", "monitor")
 IPV6_AUTOCONF = ("fe80:", "ff00::/8")
-_GUARD_ENTRY = re.compile(rf"^-A {GUARD_CHAIN} -s (\S+)/32 .*-j ACCEPT$", re.MULTILINE)
 
 
 def claimed_address(index: int) -> str:
@@ -187,13 +185,21 @@ class Monitor:
 class ScaleLab:
     """A lab cluster with a host and no runner nodes, plus the simulated runners' namespace."""
 
-    def __init__(self, workdir: Path, progress: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        progress: Callable[[str], None] = lambda _: None,
+        settings: Mapping[str, object] | None = None,
+    ) -> None:
+        """`settings` go to the host's krnet.toml beside the product's default timers (e.g.
+        overlay_runner_prefix = 20 for more than 255 runners)."""
         defaults = Settings()
-        timers: dict[str, object] = {name: getattr(defaults, name) for name in TIMERS}
-        self.plan = defaults.plan()
+        chosen: dict[str, object] = {name: getattr(defaults, name) for name in TIMERS}
+        chosen |= dict(settings or {})
+        self.plan = Settings(**chosen).plan()  # type: ignore[arg-type]
         self.workdir = workdir
         self.cluster = Cluster(
-            workdir, runners=0, with_docker=False, settings=timers, progress=progress
+            workdir, runners=0, with_docker=False, settings=chosen, progress=progress
         )
 
     def __enter__(self) -> ScaleLab:
@@ -294,9 +300,9 @@ class ScaleLab:
                 problems.append(f"{runner.host_interface} is {data}, wanted {want}")
             if (str(runner.subnet), runner.host_interface) not in routed:
                 problems.append(f"no route {runner.subnet} dev {runner.host_interface}")
-        guard = _GUARD_ENTRY.findall(node.run(["iptables-save", "-t", "filter"]).stdout)
+        guard = parse_members(node.run(["ipset", "save", GUARD_SET]).stdout)
         if sorted(guard) != sorted(claims.values()):
-            problems.append(f"{GUARD_CHAIN} accepts {len(guard)} peers, not the {len(claims)}")
+            problems.append(f"{GUARD_SET} holds {len(guard)} peers, not the {len(claims)}")
         return problems
 
     def _last_event_id(self) -> int:

@@ -355,7 +355,14 @@ def hand_changes(cluster: Cluster) -> list[HandChange]:
             "port guard chain flushed",
             ("iptables", "-w", "-F", "KRNET-VXLAN"),
             "filter KRNET-VXLAN: added",
-            lambda: filter_rules().count("-A KRNET-VXLAN") == 3,  # two runners, then DROP
+            lambda: filter_rules().count("-A KRNET-VXLAN") == 2,  # the set's ACCEPT, then DROP
+        ),
+        HandChange(
+            host,
+            "port guard set emptied",
+            ("ipset", "flush", "krnet-vxlan"),
+            "ipset krnet-vxlan: added",
+            lambda: host.node.run(["ipset", "save", "krnet-vxlan"]).stdout.count("add ") == 2,
         ),
         HandChange(
             host,

@@ -22,7 +22,7 @@ from krnet.errors import KrnetError, UsageError
 if TYPE_CHECKING:
     from krnet.lab.cluster import Cluster
 
-REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "iptables", "ping")
+REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "iptables", "ipset", "ping")
 DOCKER_TOOLS = ("dockerd", "docker", "busybox")
 
 

@@ -20,7 +20,7 @@ from krnet.core.dataplane.firewall import (
     FirewallPlan,
     Iptables,
     ensure_firewall,
-    guard_allowlist,
+    read_allowlist,
     read_rules,
     remove_firewall,
 )
@@ -30,6 +30,7 @@ from tests.support import require_privileged
 pytestmark = pytest.mark.privileged
 
 UDP = "-p udp -m udp --dport 4789"
+IN_SET = "-m set --match-set krnet-vxlan src"
 WAIT = 10.0  # seconds to wait for the kernel to count packets already sent
 
 # Sends COUNT VXLAN datagrams (VNI, broadcast ARP request inside) to ADDRESS:PORT.
@@ -110,13 +111,13 @@ def test_rules_read_back_exactly_converge_once_and_remove_cleanly(lab: Lab) -> N
     ipt = iptables(runner)
     plan = FirewallPlan("runner", "10.0.0.0/8", 4789, True, ["192.0.2.1"], ["kohaku-overlay"])
 
-    assert len(ensure_firewall(plan, ipt)) == 14
+    assert len(ensure_firewall(plan, ipt)) == 16  # 14 rule and chain changes, the set, its peer
     assert rules(runner, "filter", "KRNET-FORWARD") == [
         "-s 10.0.0.0/8 -j ACCEPT",
         "-d 10.0.0.0/8 -j ACCEPT",
     ]
     assert rules(runner, "filter", "KRNET-VXLAN") == [
-        f"-s 192.0.2.1/32 {UDP} -j ACCEPT",
+        f"{UDP} {IN_SET} -j ACCEPT",
         f"{UDP} -j DROP",
     ]
     assert rules(runner, "filter", "KRNET-OUTPUT") == [f"{UDP} -j ACCEPT"]
@@ -139,13 +140,14 @@ def test_rules_read_back_exactly_converge_once_and_remove_cleanly(lab: Lab) -> N
         if "KRNET" in chain or "KRNET" in spec
     }
     assert read == independent
-    assert guard_allowlist(read_rules(ipt)) == ("192.0.2.1",)
+    assert read_allowlist(ipt) == ("192.0.2.1",)
 
     dropped = packets(runner, "filter", "KRNET-VXLAN", f"{UDP} -j DROP")
     assert ensure_firewall(plan, ipt) == []
     assert packets(runner, "filter", "KRNET-VXLAN", f"{UDP} -j DROP") == dropped
 
-    assert len(remove_firewall(ipt)) == 8
+    assert len(remove_firewall(ipt)) == 9  # 8 rule and chain changes, and the set
+    assert read_allowlist(ipt) == ()
     assert not [key for key in saved(runner) if "KRNET" in key[1]]
     assert not [
         spec for entries in saved(runner).values() for spec, _ in entries if "KRNET" in spec
@@ -251,8 +253,8 @@ def test_port_guard_passes_registered_peers_and_drops_a_rogue_before_the_tunnel(
     ensure_firewall(FirewallPlan("runner", "10.0.0.0/8", 4789, True, ["192.0.2.1"]), iptables(peer))
 
     assert ping(peer, "10.1.0.254")
-    assert packets(host, "filter", "KRNET-VXLAN", f"-s 192.0.2.2/32 {UDP} -j ACCEPT") > 0
-    assert packets(peer, "filter", "KRNET-VXLAN", f"-s 192.0.2.1/32 {UDP} -j ACCEPT") > 0
+    assert packets(host, "filter", "KRNET-VXLAN", f"{UDP} {IN_SET} -j ACCEPT") > 0
+    assert packets(peer, "filter", "KRNET-VXLAN", f"{UDP} {IN_SET} -j ACCEPT") > 0
 
     drop = f"{UDP} -j DROP"
     received = rx_packets(host, "vxkr1")
@@ -260,13 +262,11 @@ def test_port_guard_passes_registered_peers_and_drops_a_rogue_before_the_tunnel(
     wait_for("5 drops", lambda: packets(host, "filter", "KRNET-VXLAN", drop) >= 5)
     assert rx_packets(host, "vxkr1") == received
 
-    # The rogue "joins": one rule added in place, the drop count kept, its frames now arrive
+    # The rogue "joins": one set member added, the drop count kept, its frames now arrive
     # (which also shows the frames were real VXLAN all along).
     dropped = packets(host, "filter", "KRNET-VXLAN", drop)
     joined = FirewallPlan("host", "10.0.0.0/8", 4789, True, ["192.0.2.2", "192.0.2.66"])
-    assert ensure_firewall(joined, host_ipt) == [
-        f"filter KRNET-VXLAN: added -s 192.0.2.66/32 {UDP} -j ACCEPT"
-    ]
+    assert ensure_firewall(joined, host_ipt) == ["ipset krnet-vxlan: added 192.0.2.66"]
     assert packets(host, "filter", "KRNET-VXLAN", drop) == dropped
     rogue.run([sys.executable, "-c", ROGUE, "192.0.2.1", "4789", "101", "5"])
     wait_for("5 frames on vxkr1", lambda: rx_packets(host, "vxkr1") >= received + 5)

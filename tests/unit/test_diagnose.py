@@ -158,8 +158,10 @@ def test_guard_allowlist_drift() -> None:
         ("port_guard", FAIL, 2),
         ("port_guard", WARN, None),
     ]
-    assert "198.51.100.2" in found[0].detail and "-s 198.51.100.2/32" in found[0].fix
-    assert found[1].fix.startswith("iptables -D KRNET-VXLAN -s 203.0.113.99/32")
+    assert (
+        "198.51.100.2" in found[0].detail and "ipset add krnet-vxlan 198.51.100.2" in found[0].fix
+    )
+    assert found[1].fix.startswith("ipset del krnet-vxlan 203.0.113.99")
 
 
 def test_guard_disabled_warns_and_expects_an_open_port() -> None:

@@ -20,21 +20,23 @@ from krnet.core.dataplane.firewall import (
     converge_steps,
     ensure_firewall,
     expected_rules,
-    guard_allowlist,
     guard_drops,
     krnet_rules,
     missing_rules,
     parse_save,
+    read_allowlist,
     read_rules,
     removal_steps,
     remove_firewall,
 )
+from krnet.core.dataplane.guardset import GUARD_SET, parse_members, restore_script
 from krnet.core.model.node_state import RuleInfo
 from krnet.errors import FirewallError
 
 RUNNER = FirewallPlan("runner", "10.0.0.1/8", 4789, True, ["192.0.2.1"], ["kohaku-overlay"])
 HOST = FirewallPlan("host", "10.0.0.0/8", 4789, True, ["192.0.2.12", "192.0.2.11"], ["vxkr1"])
 UDP = ["-p", "udp", "-m", "udp", "--dport", "4789"]
+IN_SET = ["-m", "set", "--match-set", "krnet-vxlan", "src"]
 MASQUERADE = ["-s", "10.0.0.0/8", "!", "-d", "10.0.0.0/8", "-j", "MASQUERADE"]
 
 # What iptables-save -c prints once RUNNER is applied, with Docker's rules around it.
@@ -55,7 +57,7 @@ CONVERGED_RUNNER = """\
 [20:1680] -A KRNET-FORWARD -s 10.0.0.0/8 -j ACCEPT
 [20:1680] -A KRNET-FORWARD -d 10.0.0.0/8 -j ACCEPT
 [3:252] -A KRNET-OUTPUT -p udp -m udp --dport 4789 -j ACCEPT
-[7:588] -A KRNET-VXLAN -s 192.0.2.1/32 -p udp -m udp --dport 4789 -j ACCEPT
+[7:588] -A KRNET-VXLAN -p udp -m udp --dport 4789 -m set --match-set krnet-vxlan src -j ACCEPT
 [5:420] -A KRNET-VXLAN -p udp -m udp --dport 4789 -j DROP
 [0:0] -A DOCKER-USER -j RETURN
 COMMIT
@@ -114,7 +116,7 @@ def test_runner_from_nothing_is_the_reference_rules_in_krnet_chains() -> None:
         ["-t", "filter", "-A", "KRNET-FORWARD", "-d", "10.0.0.0/8", "-j", "ACCEPT"],
         ["-t", "filter", "-I", "FORWARD", "1", "-j", "KRNET-FORWARD"],
         ["-t", "filter", "-N", "KRNET-VXLAN"],
-        ["-t", "filter", "-A", "KRNET-VXLAN", "-s", "192.0.2.1/32", *UDP, "-j", "ACCEPT"],
+        ["-t", "filter", "-A", "KRNET-VXLAN", *UDP, *IN_SET, "-j", "ACCEPT"],
         ["-t", "filter", "-A", "KRNET-VXLAN", *UDP, "-j", "DROP"],
         ["-t", "filter", "-I", "INPUT", "1", *UDP, "-j", "KRNET-VXLAN"],
         ["-t", "filter", "-N", "KRNET-OUTPUT"],
@@ -126,13 +128,12 @@ def test_runner_from_nothing_is_the_reference_rules_in_krnet_chains() -> None:
     ]
 
 
-def test_host_has_no_nat_and_allows_every_registered_runner() -> None:
+def test_host_has_no_nat_and_one_guard_rule_whatever_the_runners() -> None:
     steps = argvs(converge_steps(HOST, {}))
     assert not [argv for argv in steps if argv[1] == "nat"]
     assert [argv for argv in steps if argv[3] == "KRNET-VXLAN"] == [
         ["-t", "filter", "-N", "KRNET-VXLAN"],
-        ["-t", "filter", "-A", "KRNET-VXLAN", "-s", "192.0.2.11/32", *UDP, "-j", "ACCEPT"],
-        ["-t", "filter", "-A", "KRNET-VXLAN", "-s", "192.0.2.12/32", *UDP, "-j", "ACCEPT"],
+        ["-t", "filter", "-A", "KRNET-VXLAN", *UDP, *IN_SET, "-j", "ACCEPT"],
         ["-t", "filter", "-A", "KRNET-VXLAN", *UDP, "-j", "DROP"],
     ]
 
@@ -185,22 +186,21 @@ def test_duplicate_jumps_collapse_to_one_on_top() -> None:
     ]
 
 
-def test_a_new_peer_is_one_insert_so_the_drop_counter_survives() -> None:
-    plan = FirewallPlan("runner", "10.0.0.0/8", 4789, True, ["192.0.2.1", "192.0.2.7"])
-    steps = converge_steps(plan, parse_save(CONVERGED_RUNNER))
-    assert argvs(steps) == [
-        ["-t", "filter", "-I", "KRNET-VXLAN", "2", "-s", "192.0.2.7/32", *UDP, "-j", "ACCEPT"],
-    ]
-    assert steps[0].change == (
-        "filter KRNET-VXLAN: added -s 192.0.2.7/32 -p udp -m udp --dport 4789 -j ACCEPT"
+def test_new_or_changed_peers_change_no_rule_so_the_drop_counter_survives() -> None:
+    for peers in (["192.0.2.1", "192.0.2.7"], ["192.0.2.200"]):  # a join; a moved host
+        plan = FirewallPlan("runner", "10.0.0.0/8", 4789, True, peers)
+        assert converge_steps(plan, parse_save(CONVERGED_RUNNER)) == []
+
+
+def test_per_peer_rules_of_an_older_krnet_give_way_to_the_set_rule() -> None:
+    old = f"-s 192.0.2.1/32 {' '.join(UDP)} -j ACCEPT"
+    new = f"{' '.join(UDP)} {' '.join(IN_SET)} -j ACCEPT"
+    ruleset = edit(
+        CONVERGED_RUNNER, f"[7:588] -A KRNET-VXLAN {new}", f"[7:588] -A KRNET-VXLAN {old}"
     )
-
-
-def test_a_changed_host_address_replaces_only_its_accept() -> None:
-    plan = FirewallPlan("runner", "10.0.0.0/8", 4789, True, ["192.0.2.200"])
-    assert argvs(converge_steps(plan, parse_save(CONVERGED_RUNNER))) == [
+    assert argvs(converge_steps(RUNNER, ruleset)) == [
         ["-t", "filter", "-D", "KRNET-VXLAN", "-s", "192.0.2.1/32", *UDP, "-j", "ACCEPT"],
-        ["-t", "filter", "-I", "KRNET-VXLAN", "1", "-s", "192.0.2.200/32", *UDP, "-j", "ACCEPT"],
+        ["-t", "filter", "-I", "KRNET-VXLAN", "1", *UDP, *IN_SET, "-j", "ACCEPT"],
     ]
 
 
@@ -265,7 +265,6 @@ def test_read_back_with_counters_allowlist_and_drops() -> None:
     assert RuleInfo("filter", "FORWARD", "-j KRNET-FORWARD", 40, 3360) in rules
     assert RuleInfo("filter", "DOCKER-USER", "-j RETURN") not in rules
     assert len(rules) == 10
-    assert guard_allowlist(rules) == ("192.0.2.1",)
     assert guard_drops(rules) == 5
     assert missing_rules(RUNNER, rules) == ()
     assert {(r.table, r.chain, r.spec) for r in expected_rules(RUNNER)} == {
@@ -312,14 +311,44 @@ def test_guard_chain_edits_always_land_on_the_plan(current: list[str], peers: li
     assert chain == wanted
 
 
-class FakeIptables:
-    """Answers iptables-save with fixed text and records every command it is given."""
+class FakeIpSet:
+    """`ipset` save, restore (from -file) and destroy of the guard set, kept in a list."""
 
-    def __init__(self, save: str = "", fail: str | None = None) -> None:
+    def __init__(self, members: list[str] | None = None) -> None:
+        self.members = members  # None: no guard set
+
+    def __call__(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        if argv[1] == "save":
+            if self.members is None:
+                return subprocess.CompletedProcess(argv, 1, "", "The set does not exist\n")
+            text = "".join(f"add {GUARD_SET} {peer}\n" for peer in self.members)
+            return subprocess.CompletedProcess(argv, 0, f"create {GUARD_SET} hash:ip\n" + text, "")
+        if argv[-1] == "restore":
+            with open(argv[argv.index("-file") + 1]) as script:
+                for verb, _name, *peer in (line.split() for line in script):
+                    self.members = [] if verb == "create" else (self.members or [])
+                    if verb == "add":
+                        self.members.append(peer[0])
+                    elif verb == "del":
+                        self.members.remove(peer[0])
+        elif argv[1] == "destroy":
+            self.members = None
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+class FakeIptables(FakeIpSet):
+    """Answers iptables-save with fixed text, keeps an ipset set, records every command."""
+
+    def __init__(
+        self, save: str = "", fail: str | None = None, members: list[str] | None = None
+    ) -> None:
+        super().__init__(members)
         self.text, self.fail, self.calls = save, fail, list[list[str]]()
 
     def __call__(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         self.calls.append(argv)
+        if argv[0] == "ipset":
+            return super().__call__(argv)
         if argv[0] == "firewall-cmd":
             return subprocess.CompletedProcess(argv, 252, "not running\n", "")
         if self.fail is not None and argv[0] == "iptables":
@@ -330,17 +359,24 @@ class FakeIptables:
 def test_commands_wait_for_the_xtables_lock_and_read_back_with_counters() -> None:
     fake = FakeIptables()
     changes = ensure_firewall(RUNNER, Iptables(fake))
-    assert fake.calls[0] == ["iptables-save", "-c"]
-    assert fake.calls[1] == ["iptables", "-w", "10", "-t", "filter", "-N", "KRNET-FORWARD"]
+    assert fake.calls[0] == ["ipset", "save", GUARD_SET]  # the set before the rule matching it
+    assert fake.calls[3] == ["iptables-save", "-c"]
+    assert fake.calls[4] == ["iptables", "-w", "10", "-t", "filter", "-N", "KRNET-FORWARD"]
     assert fake.calls[-1] == ["firewall-cmd", "--state"]
-    assert len(changes) == 14
-    assert changes[0] == "filter: created KRNET-FORWARD"
+    assert fake.members == ["192.0.2.1"]
+    assert len(changes) == 16
+    assert changes[:3] == [
+        "ipset krnet-vxlan: created",
+        "ipset krnet-vxlan: added 192.0.2.1",
+        "filter: created KRNET-FORWARD",
+    ]
 
 
 def test_converged_rules_mean_no_commands_and_no_changes() -> None:
-    fake = FakeIptables(CONVERGED_RUNNER)
+    fake = FakeIptables(CONVERGED_RUNNER, members=["192.0.2.1"])
     assert ensure_firewall(RUNNER, Iptables(fake)) == []
-    assert [argv[0] for argv in fake.calls] == ["iptables-save", "firewall-cmd"]
+    assert [argv[0] for argv in fake.calls] == ["ipset", "iptables-save", "firewall-cmd"]
+    assert read_allowlist(Iptables(fake)) == ("192.0.2.1",)
     assert read_rules(Iptables(fake))[0] == RuleInfo(
         "filter", "INPUT", "-p udp -m udp --dport 4789 -j KRNET-VXLAN", 12, 1008
     )
@@ -364,3 +400,29 @@ def test_missing_iptables_says_how_to_install_it() -> None:
 
     with pytest.raises(FirewallError, match=r"iptables-save is not installed: .*apt-get install"):
         read_rules(Iptables(absent))
+
+
+def test_a_batch_of_joins_is_one_restore_of_the_new_members_only() -> None:
+    fake = FakeIptables(CONVERGED_RUNNER, members=["192.0.2.1", "192.0.2.9"])
+    ensure_firewall(HOST, Iptables(fake))
+    restores = [argv for argv in fake.calls if argv[-1] == "restore"]
+    assert len(restores) == 1
+    assert fake.members == ["192.0.2.11", "192.0.2.12"]
+    assert restore_script(["192.0.2.1"], ["192.0.2.1", "192.0.2.2"]) == [
+        f"add {GUARD_SET} 192.0.2.2"
+    ]
+    assert restore_script(["192.0.2.1"], ["192.0.2.1"]) == []
+
+
+def test_set_members_read_back_in_numeric_order() -> None:
+    text = f"create {GUARD_SET} hash:ip\nadd {GUARD_SET} 192.0.2.10\nadd {GUARD_SET} 192.0.2.9\n"
+    assert parse_members(text) == ("192.0.2.9", "192.0.2.10")
+
+
+def test_with_the_guard_off_the_set_goes_after_its_rule() -> None:
+    fake = FakeIptables(CONVERGED_RUNNER, members=["192.0.2.1"])
+    off = FirewallPlan("runner", "10.0.0.1/8", 4789, False, ["192.0.2.1"])
+    changes = ensure_firewall(off, Iptables(fake))
+    assert changes[-1] == "ipset krnet-vxlan: deleted" and fake.members is None
+    destroy = fake.calls.index(["ipset", "destroy", GUARD_SET])
+    assert all(argv[0] != "iptables" for argv in fake.calls[destroy:])

@@ -23,6 +23,7 @@ import pytest
 from krnet.core.dataplane.firewall import FirewallPlan, Iptables, ensure_firewall, remove_firewall
 from krnet.core.dataplane.firewalld import Firewalld
 from krnet.errors import FirewallError
+from tests.unit.test_firewall_rules import FakeIpSet
 
 FAKE = """\
 import json, os, subprocess, sys
@@ -137,10 +138,16 @@ def calls(state: Path) -> list[list[str]]:
 
 
 def no_iptables(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """iptables with nothing in it; everything else (firewall-cmd, readlink) runs for real."""
+    """iptables with nothing in it, ipset faked (never this machine's); everything else
+    (firewall-cmd, readlink) runs for real."""
+    if argv[0] == "ipset":
+        return GUARD_SET_FAKE(argv)
     if argv[0].startswith("iptables"):
         return subprocess.CompletedProcess(argv, 0, "", "")
     return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+GUARD_SET_FAKE = FakeIpSet()
 
 
 def test_overlay_interfaces_go_to_the_trusted_zone_at_runtime_only(firewalld: Path) -> None:
@@ -193,6 +200,7 @@ def test_ensure_and_remove_firewall_drive_firewalld_too(firewalld: Path) -> None
         "firewalld: vxkr2 added to the trusted zone (runtime)",
     ]
     assert remove_firewall(ipt) == [
+        "ipset krnet-vxlan: deleted",
         "firewalld: vxkr1 removed from the trusted zone",
         "firewalld: vxkr2 removed from the trusted zone",
     ]
@@ -212,8 +220,10 @@ def test_a_refusal_names_the_command_and_what_firewalld_said(firewalld: Path) ->
 
 def route_via_eth0(argv: list[str]) -> subprocess.CompletedProcess[str]:
     """`ip route get` answers that every peer is reached through eth0; the rest runs for real."""
-    if argv[:3] == ["ip", "-o", "route"]:
-        return subprocess.CompletedProcess(argv, 0, f"{argv[-1]} dev eth0 src 192.0.2.1\n", "")
+    if argv[:4] == ["ip", "-o", "-force", "-batch"]:
+        peers = [line.split()[-1] for line in Path(argv[-1]).read_text().splitlines()]
+        routes = "".join(f"{peer} dev eth0 src 192.0.2.1 \\    cache\n" for peer in peers)
+        return subprocess.CompletedProcess(argv, 0, routes, "")
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
@@ -277,6 +287,7 @@ def test_cleanup_takes_the_vxlan_openings_out_too(firewalld: Path) -> None:
     ensure_firewall(HOST, ipt)
     assert openings(firewalld) == [RULE.format("192.0.2.2")]
     assert remove_firewall(ipt, vxlan_port=4789) == [
+        "ipset krnet-vxlan: deleted",
         "firewalld: UDP 4789 (VXLAN) from 192.0.2.2 no longer accepted in the public zone",
         "firewalld: vxkr1 removed from the trusted zone",
         "firewalld: vxkr2 removed from the trusted zone",

@@ -8,15 +8,18 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from krnet.core.model.plan import (
     IFNAME_MAX,
+    MAX_RUNNERS,
     MAX_VNI,
     OverlayPlan,
     PlanError,
     runner_id_from_tunnel,
     tunnel_name,
 )
+from krnet.core.protocol.messages import Allocation
 
 DEFAULT = OverlayPlan.build("10.0.0.1", 8, 16, 100)
 
@@ -76,10 +79,30 @@ def test_runner_ids_outside_the_pool_are_refused() -> None:
             DEFAULT.runner(bad)
 
 
+def test_a_20_bit_runner_prefix_gives_4095_runners_end_to_end() -> None:
+    plan = OverlayPlan.build("10.0.0.1", 8, 20, 100)
+    assert plan.max_runners == MAX_RUNNERS == 4095
+    subnets = [plan.runner(i).subnet for i in range(1, 4096)]
+    assert subnets[0] == IPv4Network("10.0.16.0/20")
+    assert subnets[-1] == IPv4Network("10.255.240.0/20")
+    assert len(set(subnets)) == 4095
+    last = plan.runner(4095)
+    assert (last.vni, last.host_interface) == (4195, "vxkr4095")
+    assert str(last.host_interface_address) == "10.255.240.254/20"
+    assert runner_id_from_tunnel(last.host_interface) == 4095
+    with pytest.raises(PlanError, match=r"1\.\.4095"):
+        plan.runner(4096)
+
+
+def test_narrower_blocks_are_capped_at_4095_runners() -> None:
+    assert OverlayPlan.build("10.0.0.1", 8, 24, 100).max_runners == MAX_RUNNERS
+
+
 def test_tunnel_names_round_trip_and_reject_foreign_links() -> None:
     assert tunnel_name(10) == "vxkr10"
     assert runner_id_from_tunnel("vxkr10") == 10
-    for foreign in ("vxkr", "vxkr0", "vxkr256", "vxkr01", "vxlan0", "eth0", "vxkrx"):
+    assert runner_id_from_tunnel("vxkr4095") == 4095
+    for foreign in ("vxkr", "vxkr0", "vxkr4096", "vxkr01", "vxlan0", "eth0", "vxkrx"):
         assert runner_id_from_tunnel(foreign) is None
 
 
@@ -87,7 +110,7 @@ plans = st.builds(
     lambda host_prefix, extra, base: (host_prefix, min(24, host_prefix + extra), base),
     st.integers(min_value=8, max_value=22),
     st.integers(min_value=1, max_value=16),
-    st.integers(min_value=0, max_value=MAX_VNI - 255),
+    st.integers(min_value=0, max_value=MAX_VNI - MAX_RUNNERS),
 ).filter(lambda p: p[1] > p[0])
 
 
@@ -95,9 +118,12 @@ plans = st.builds(
 def test_subnets_never_overlap_and_stay_inside_the_overlay(params: tuple[int, int, int]) -> None:
     host_prefix, runner_prefix, base = params
     plan = OverlayPlan.build("10.0.0.1", host_prefix, runner_prefix, base)
-    subnets = [plan.runner(i).subnet for i in range(1, plan.max_runners + 1)]
+    # the first and last 32 ids: blocks are linear in the id, so the ends bound the rest
+    last = plan.max_runners
+    ids = sorted({*range(1, min(32, last) + 1), *range(max(1, last - 31), last + 1)})
+    subnets = [plan.runner(i).subnet for i in ids]
     assert len(set(subnets)) == len(subnets)
-    for i, subnet in enumerate(subnets, start=1):
+    for i, subnet in zip(ids, subnets, strict=True):
         assert subnet.subnet_of(plan.network)
         assert not subnet.overlaps(plan.host_block)
         assert plan.host_ip not in subnet
@@ -107,3 +133,25 @@ def test_subnets_never_overlap_and_stay_inside_the_overlay(params: tuple[int, in
         assert 0 <= runner.vni <= MAX_VNI
     ordered = sorted(subnets)
     assert all(not a.overlaps(b) for a, b in itertools.pairwise(ordered))
+
+
+def test_the_protocol_carries_runner_ids_up_to_4095() -> None:
+    last = OverlayPlan.build("10.0.0.1", 8, 20, 100).runner(4095)
+    fields = {
+        "vni": last.vni,
+        "subnet": str(last.subnet),
+        "gateway": str(last.gateway),
+        "host_overlay_ip": "10.0.0.1",
+        "host_ip_on_subnet": str(last.host_ip_on_subnet),
+        "mtu": 1450,
+        "host_physical_ip": "192.0.2.1",
+        "runner_physical_ip": "192.0.2.2",
+        "vxlan_id": 100,
+        "overlay_cidr": "10.0.0.0/8",
+        "bridge_name": "kohaku-overlay",
+        "vxlan_port": 4789,
+        "heartbeat_interval": 5.0,
+    }
+    assert Allocation.model_validate(fields | {"runner_id": 4095}).runner_id == 4095
+    with pytest.raises(ValidationError, match="runner_id"):
+        Allocation.model_validate(fields | {"runner_id": 4096})

@@ -39,7 +39,7 @@ from krnet.core.model.records import RunnerRecord
 from krnet.core.model.settings import Settings
 from krnet.core.protocol.messages import Allocation
 from krnet.core.record.store import Store
-from krnet.errors import DockerError, KernelError
+from krnet.errors import DockerError, KernelError, KrnetError
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HOST = Settings(mode="host", overlay_enabled=True, host_reachable_address="192.0.2.1")
@@ -76,6 +76,7 @@ class FakeSession:
     journal: Journal
     links: dict[str, LinkInfo]
     fail: KernelError | None = None
+    refused: Sequence[str] = ()  # tunnels the kernel refuses
 
     def ensure_host_device(self, name: str, interface: IPv4Interface) -> list[str]:
         return self.journal.note("host_device", (name, interface))
@@ -88,7 +89,18 @@ class FakeSession:
         return self.journal.note("bridge", (name, interface, mtu))
 
     def ensure_vxlan(self, name: str, **spec: Unpack[VxlanSpec]) -> list[str]:
+        if name in self.refused:
+            raise KernelError(f"cannot create {name}: EEXIST")
         return self.journal.note("vxlan", (name, spec))
+
+    def ensure_tunnels(self, specs: Mapping[str, VxlanSpec]) -> dict[str, list[str] | KrnetError]:
+        outcome: dict[str, list[str] | KrnetError] = {}
+        for name, spec in specs.items():
+            try:
+                outcome[name] = self.ensure_vxlan(name, **spec)
+            except KernelError as exc:
+                outcome[name] = exc
+        return outcome
 
     def ensure_route(
         self, dst: IPv4Network, *, via: IPv4Address | None = None, dev: str | None = None
@@ -107,11 +119,13 @@ class FakeKernel:
     journal: Journal
     present: list[LinkInfo] = field(default_factory=list)
     fail: KernelError | None = None
+    refused: Sequence[str] = ()
 
     @contextmanager
     def session(self, names: Iterable[str] | None = None) -> Iterator[FakeSession]:
         self.journal.note("session", None if names is None else list(names))
-        yield FakeSession(self.journal, {link.name: link for link in self.present}, self.fail)
+        present = {link.name: link for link in self.present}
+        yield FakeSession(self.journal, present, self.fail, self.refused)
 
     def links(self) -> Mapping[str, LinkInfo]:
         return {link.name: link for link in self.present}
@@ -303,6 +317,25 @@ def test_a_join_reads_and_builds_only_its_own_tunnel() -> None:
     assert node.events.changes == [("vxkr2: created (VNI 102)", 2)]
 
 
+def test_a_batch_of_joins_is_one_kernel_pass_and_one_firewall_pass() -> None:
+    node = host()
+    node.kernel.refused = ["vxkr2"]
+    batch = [(record(i, f"192.0.2.1{i}"), allocation(i)) for i in (1, 2, 3)]
+    refused = node.plane.runners_up(batch)
+    assert list(refused) == [2] and "vxkr2" in str(refused[2])  # only that join is refused
+    assert node.journal.named("session") == [["kohaku-host", "vxkr1", "vxkr2", "vxkr3"]]
+    assert [name for name, _ in node.journal.named("vxlan")] == ["vxkr1", "vxkr3"]
+    assert len(node.journal.named("firewall")) == 1
+    assert last_firewall(node.journal).guard_peers == ("192.0.2.11", "192.0.2.13")
+
+
+def test_a_lone_join_the_kernel_refuses_raises() -> None:
+    node = host()
+    node.kernel.refused = ["vxkr2"]
+    with pytest.raises(KernelError, match="vxkr2"):
+        node.plane.runner_up(record(2, "192.0.2.12"), allocation(2))
+
+
 def test_a_loopback_host_address_leaves_the_source_to_the_join() -> None:
     node = host(replace(HOST, host_reachable_address="127.0.0.1"))
     node.plane.reconcile([record(1, "192.0.2.11")])
@@ -312,9 +345,20 @@ def test_a_loopback_host_address_leaves_the_source_to_the_join() -> None:
     assert locals_ == [None, "192.0.2.7", "192.0.2.7"]
 
 
+def test_a_runner_is_probed_only_once_its_tunnel_is_built() -> None:
+    # Regression (issue 14): the prober picked up a runner whose tunnel did not exist yet.
+    node = host()
+    node.kernel.refused = ["vxkr2"]
+    node.plane.runner_up(record(1, "192.0.2.11"), allocation(1))
+    node.plane.runners_up([(record(2, "192.0.2.12"), allocation(2))])
+    node.plane.probe([1, 2, 3])  # 3: recorded, never built
+    assert node.journal.named("probe") == [([1], HOST.overlay_mtu)]
+
+
 def test_probe_results_go_to_the_file_given(tmp_path: Path) -> None:
     results = tmp_path / probe.RESULTS_FILE
     node = host(results_file=results)
+    node.plane.reconcile([record(1, "192.0.2.11"), record(2, "192.0.2.12")])
     node.plane.probe([2, 1])
     node.plane.probe([1])
     assert node.journal.named("probe") == [([1, 2], HOST.overlay_mtu), ([1], HOST.overlay_mtu)]
@@ -325,6 +369,7 @@ def test_probe_results_go_to_the_file_given(tmp_path: Path) -> None:
 
 def test_without_a_results_file_probes_publish_nothing(tmp_path: Path) -> None:
     node = host()
+    node.plane.reconcile([record(1, "192.0.2.11")])
     node.plane.probe([1])
     assert node.journal.named("probe") == [([1], HOST.overlay_mtu)]
     assert list(tmp_path.iterdir()) == []

@@ -4,13 +4,16 @@ Every rule lives in a krnet-owned chain with one jump from a built-in chain, in 
 Docker uses (an ACCEPT in a separate nftables table cannot override Docker's FORWARD DROP):
 
   filter KRNET-FORWARD      <- FORWARD      accept -s / -d the overlay (host and runner)
-  filter KRNET-VXLAN        <- INPUT        VXLAN port: guard allowlist then DROP, or ACCEPT
+  filter KRNET-VXLAN        <- INPUT        VXLAN port: ACCEPT the guard set's members then
+                                            DROP (guard on), or ACCEPT (guard off)
   filter KRNET-OUTPUT       <- OUTPUT       VXLAN port: ACCEPT
   nat    KRNET-POSTROUTING  <- POSTROUTING  MASQUERADE -s overlay ! -d overlay (runner)
 
-Rules are written the way `iptables-save` prints them, so what was read back compares as
-plain strings. Docker re-inserts its own jumps at the top of FORWARD; each pass puts krnet's
-jumps back at position 1, so no foreign verdict comes before krnet's accepts.
+The guard's allow-list is the ipset set `krnet-vxlan` (krnet.core.dataplane.guardset): one
+rule matches every peer with one lookup. Rules are written the way `iptables-save` prints
+them, so what was read back compares as plain strings. Docker re-inserts its own jumps at
+the top of FORWARD; each pass puts krnet's jumps back at position 1, so no foreign verdict
+comes before krnet's accepts.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from krnet.core.dataplane.firewalld import Firewalld
+from krnet.core.dataplane.guardset import GUARD_SET, IpSet
 from krnet.core.dataplane.proc import Runner, run_command
 from krnet.core.model.node_state import RuleInfo
 from krnet.errors import FirewallError
@@ -94,8 +98,9 @@ class Chain:
 def planned_chains(plan: FirewallPlan) -> tuple[Chain, ...]:
     """The chains, rules and jumps `plan` asks for, in iptables-save's notation."""
     cidr, udp = plan.overlay_cidr, f"-p udp -m udp --dport {plan.vxlan_port}"
+    vxlan: tuple[str, ...]
     if plan.guard_enabled:
-        vxlan = (*(f"-s {peer}/32 {udp} -j ACCEPT" for peer in plan.guard_peers), f"{udp} -j DROP")
+        vxlan = (f"{udp} -m set --match-set {GUARD_SET} src -j ACCEPT", f"{udp} -j DROP")
     else:
         vxlan = (f"{udp} -j ACCEPT",)
     chains = [
@@ -166,16 +171,6 @@ def krnet_rules(ruleset: Ruleset) -> tuple[RuleInfo, ...]:
         for rule in rules
         if chain in OWNED_CHAINS or target(rule.spec) in OWNED_CHAINS
     )
-
-
-def guard_allowlist(rules: Iterable[RuleInfo]) -> tuple[str, ...]:
-    """The addresses the VXLAN port guard lets in, as read back."""
-    allowed = []
-    for rule in rules:
-        words = rule.spec.split()
-        if rule.chain == GUARD_CHAIN and target(rule.spec) == "ACCEPT" and "-s" in words:
-            allowed.append(words[words.index("-s") + 1].removesuffix("/32"))
-    return tuple(allowed)
 
 
 def guard_drops(rules: Iterable[RuleInfo]) -> int:
@@ -342,15 +337,25 @@ def read_rules(ipt: Iptables) -> tuple[RuleInfo, ...]:
     return krnet_rules(read_ruleset(ipt))
 
 
+def read_allowlist(ipt: Iptables) -> tuple[str, ...]:
+    """The addresses the VXLAN port guard lets in (its set's members), as read back."""
+    return IpSet(ipt.runner).members() or ()
+
+
 def ensure_firewall(
     plan: FirewallPlan, ipt: Iptables, firewalld: Firewalld | None = None
 ) -> list[str]:
     """Converge iptables (and firewalld when it runs: trusted zone, VXLAN port) on `plan`; say
     what changed.
 
-    firewalld is reached through the same runner as `ipt` unless one is given.
+    firewalld is reached through the same runner as `ipt` unless one is given. The guard's
+    set is filled before the rule that matches it, and deleted once no rule does.
     """
-    changes = _apply(ipt, converge_steps(plan, read_ruleset(ipt)))
+    guard = IpSet(ipt.runner)
+    changes = guard.ensure(plan.guard_peers) if plan.guard_enabled else []
+    changes += _apply(ipt, converge_steps(plan, read_ruleset(ipt)))
+    if not plan.guard_enabled:
+        changes += guard.destroy()
     fw = firewalld if firewalld is not None else Firewalld(ipt.runner)
     anyone = not plan.guard_enabled
     return changes + fw.ensure_overlay(plan.interfaces, plan.vxlan_port, plan.guard_peers, anyone)
@@ -364,7 +369,7 @@ def remove_firewall(
 ) -> list[str]:
     """Remove krnet's chains, the jumps into them, its trusted interfaces and (given the port)
     its VXLAN openings in firewalld; idempotent."""
-    changes = _apply(ipt, removal_steps(read_ruleset(ipt)))
+    changes = _apply(ipt, removal_steps(read_ruleset(ipt))) + IpSet(ipt.runner).destroy()
     fw = firewalld if firewalld is not None else Firewalld(ipt.runner)
     vxlan = fw.remove_vxlan_port(vxlan_port) if vxlan_port is not None else []
     return changes + vxlan + fw.remove_trusted(interfaces)

@@ -13,11 +13,11 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv4Interface, ip_address
 from typing import TYPE_CHECKING
 
 from krnet.core.dataplane import firewall, probe
-from krnet.core.dataplane.interfaces import Adoption
+from krnet.core.dataplane.interfaces import Adoption, VxlanSpec
 from krnet.core.dataplane.netlink.state import stable_mac
 from krnet.core.model.plan import HOST_DEVICE, OverlayPlan, runner_id_from_tunnel, tunnel_name
 from krnet.errors import KrnetError
@@ -67,6 +67,8 @@ class HostPlane:
         self._learned_local: str | None = None
         self._peers: dict[int, str] = {}
         self._released: set[int] = set()  # ids the record freed: removed, never adopted back
+        self._built: set[int] = set()  # ids whose tunnel was built and read back: probed
+        self._fixed: dict[int, tuple[int, IPv4Interface, str]] = {}  # id -> VNI, address, MAC
         self._lock = threading.Lock()  # one writer at a time: joins and reconcile both land here
         self._probes = probe.ProbeBook()
 
@@ -74,21 +76,40 @@ class HostPlane:
 
     def runner_up(self, runner: RunnerRecord, allocation: RunnerAllocation) -> None:
         """Build or update runner's `vxkrN` after a join or an address change."""
+        refused = self.runners_up([(runner, allocation)])
+        if runner.runner_id in refused:
+            raise refused[runner.runner_id]
+
+    def runners_up(
+        self, batch: Sequence[tuple[RunnerRecord, RunnerAllocation]]
+    ) -> dict[int, KrnetError]:
+        """Build the tunnels of joins decided together in one netlink and one firewall pass;
+        returns the runners the kernel refused (the rest are built and read back)."""
         with self._lock:
-            if _usable_local(allocation.host_physical_ip):
-                self._learned_local = allocation.host_physical_ip
-            self._peers[runner.runner_id] = runner.physical_ip
-            self._released.discard(runner.runner_id)
-            with self.kernel.session([HOST_DEVICE, tunnel_name(runner.runner_id)]) as links:
-                changes = self._ensure_base(links)
-                changes += self._ensure_tunnel(links, runner.runner_id, runner.physical_ip)
-            changes += self._ensure_firewall()
-            self._report(changes, runner.runner_id)
+            for runner, allocation in batch:
+                if _usable_local(allocation.host_physical_ip):
+                    self._learned_local = allocation.host_physical_ip
+                self._released.discard(runner.runner_id)
+            lone = batch[0][0].runner_id if len(batch) == 1 else None  # whom shared changes name
+            names = [HOST_DEVICE, *(tunnel_name(runner.runner_id) for runner, _ in batch)]
+            changes: list[tuple[str, int | None]] = []
+            remotes = {runner.runner_id: runner.physical_ip for runner, _ in batch}
+            with self.kernel.session(names) as links:
+                changes += [(change, lone) for change in self._ensure_base(links)]
+                built, refused = self._build_tunnels(links, remotes)
+            self._peers |= {runner_id: remotes[runner_id] for runner_id in built}
+            changes += [(change, runner_id) for runner_id, made in built.items() for change in made]
+            firewall_changes = self._ensure_firewall()
+            for change, runner_id in changes:
+                self._report([change], runner_id)
+            self._report(firewall_changes, lone)
+        return refused
 
     def runner_gone(self, runner_id: int) -> None:
         """Remove a runner's tunnel after `leave` or when its id is reclaimed for another."""
         with self._lock:
             self._peers.pop(runner_id, None)
+            self._built.discard(runner_id)
             self._released.add(runner_id)  # a failed removal or a stale reconcile: no adoption
             tunnel = tunnel_name(runner_id)
             with self.kernel.session([tunnel]) as links:
@@ -104,7 +125,8 @@ class HostPlane:
     def probe(self, runner_ids: Sequence[int]) -> None:
         """A DF echo at the full overlay MTU (and a small one) through each tunnel, published
         to the results file (`<data dir>/probes.json`) for `node overlay`, `doctor` and the TUI."""
-        targets = probe.probe_targets(self.plan, runner_ids)
+        built = set(self._built)  # a runner is probed once its tunnel exists, not before
+        targets = probe.probe_targets(self.plan, [rid for rid in runner_ids if rid in built])
         now = datetime.now(timezone.utc)
         self._probes.record_all(self.prober(targets, self.settings.overlay_mtu), now)
         for gone in set(self._probes.runner_ids()) - set(runner_ids):
@@ -139,12 +161,14 @@ class HostPlane:
                     changes += self._remove_released(links)
                 except KrnetError as exc:
                     self._failed("released tunnels", exc, None)
-                for runner_id, record in sorted(known.items()):
-                    try:
-                        changes += self._ensure_tunnel(links, runner_id, record.physical_ip)
-                    except KrnetError as exc:
-                        self._failed(tunnel_name(runner_id), exc, runner_id)
+                self._built.clear()  # this pass says which tunnels stand
+                remotes = {rid: record.physical_ip for rid, record in sorted(known.items())}
+                built, refused = self._build_tunnels(links, remotes)
+                changes += [change for made in built.values() for change in made]
+                for runner_id, refusal in refused.items():
+                    self._failed(tunnel_name(runner_id), refusal, runner_id)
                 adopted = self._adopt_unknown_tunnels(links.links, known)
+                self._built |= set(adopted)
         except KrnetError as exc:  # the link dump itself
             self._failed("the kernel's links", exc, None)
         return changes, adopted
@@ -166,17 +190,41 @@ class HostPlane:
         changes += links.ensure_host_device(HOST_DEVICE, self.plan.host_interface)
         return changes
 
-    def _ensure_tunnel(self, links: LinkSession, runner_id: int, remote: str) -> list[str]:
-        addresses = self.plan.runner(runner_id)
-        return links.ensure_vxlan(
-            addresses.host_interface,
-            vni=addresses.vni,
+    def _build_tunnels(
+        self, links: LinkSession, remotes: Mapping[int, str]
+    ) -> tuple[dict[int, list[str]], dict[int, KrnetError]]:
+        """Every runner's tunnel in one pass: what each built one changed, and who was refused."""
+        specs = {
+            tunnel_name(rid): self._tunnel_spec(rid, remote) for rid, remote in remotes.items()
+        }
+        outcome = links.ensure_tunnels(specs)
+        built: dict[int, list[str]] = {}
+        refused: dict[int, KrnetError] = {}
+        for runner_id in remotes:
+            result = outcome[tunnel_name(runner_id)]
+            if isinstance(result, KrnetError):
+                refused[runner_id] = result
+            else:
+                built[runner_id] = result
+        self._built = (self._built | set(built)) - set(refused)
+        return built, refused
+
+    def _tunnel_spec(self, runner_id: int, remote: str) -> VxlanSpec:
+        """Kept per id (address and MAC cost most of a quiet reconcile at 1,000 runners)."""
+        if runner_id not in self._fixed:
+            addresses = self.plan.runner(runner_id)
+            mac = stable_mac(HOST_ROLE, addresses.vni)
+            self._fixed[runner_id] = (addresses.vni, addresses.host_interface_address, mac)
+        vni, address, mac = self._fixed[runner_id]
+        settings = self.settings
+        return VxlanSpec(
+            vni=vni,
             local=self.local_address,
             remote=remote,
-            port=self.settings.overlay_vxlan_port,
-            mtu=self.settings.overlay_mtu,
-            address=addresses.host_interface_address,
-            mac=stable_mac(HOST_ROLE, addresses.vni),
+            port=settings.overlay_vxlan_port,
+            mtu=settings.overlay_mtu,
+            address=address,
+            mac=mac,
         )
 
     def _remove_released(self, links: LinkSession) -> list[str]:
@@ -192,21 +240,16 @@ class HostPlane:
         self, links: Mapping[str, LinkInfo], known: dict[int, RunnerRecord]
     ) -> dict[int, str]:
         """Tunnels the kernel has and the record lost become inactive records, not orphans."""
-        adopted: dict[int, str] = {}
-        for name, link in links.items():
-            runner_id = runner_id_from_tunnel(name)
-            if runner_id is None or runner_id in known or runner_id in self._released:
-                continue
-            if link.vxlan is None:
-                continue
-            if runner_id > self.plan.max_runners or not link.vxlan.remote:
-                continue
+        adopted = _unknown_tunnels(self.plan, links, set(known) | self._released)
+        for runner_id, remote in adopted.items():
             addresses = self.plan.runner(runner_id)
-            adopted[runner_id] = link.vxlan.remote
-            self.events.adopted(
-                Adoption(runner_id, link.vxlan.remote, addresses.vni, str(addresses.subnet))
+            self.events.adopted(Adoption(runner_id, remote, addresses.vni, str(addresses.subnet)))
+            log.info(
+                "adopted %s (runner %d at %s) as inactive",
+                tunnel_name(runner_id),
+                runner_id,
+                remote,
             )
-            log.info("adopted %s (runner %d at %s) as inactive", name, runner_id, link.vxlan.remote)
         return adopted
 
     def _ensure_firewall(self) -> list[str]:
@@ -224,6 +267,20 @@ class HostPlane:
         for change in changes:
             log.info("%s", change)
             self.events.changed(change, runner_id)
+
+
+def _unknown_tunnels(
+    plan: OverlayPlan, links: Mapping[str, LinkInfo], skip: set[int]
+) -> dict[int, str]:
+    """krnet's tunnels in the plan with a remote and an id not in `skip`: id -> remote."""
+    found: dict[int, str] = {}
+    for name, link in links.items():
+        runner_id = runner_id_from_tunnel(name)
+        if runner_id is None or runner_id in skip or runner_id > plan.max_runners:
+            continue
+        if link.vxlan is not None and link.vxlan.remote:
+            found[runner_id] = link.vxlan.remote
+    return found
 
 
 def _usable_local(address: str | None) -> str | None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from krnet.core.dataplane.firewall import FirewallPlan
     from krnet.core.dataplane.probe import ProbeOutcome, ProbeTarget
     from krnet.core.model.node_state import LinkInfo
+    from krnet.errors import KrnetError
 
 
 class VxlanSpec(TypedDict, total=False):
@@ -66,6 +67,10 @@ class LinkSession(Protocol):
     ) -> list[str]: ...
 
     def ensure_vxlan(self, name: str, **spec: Unpack[VxlanSpec]) -> list[str]: ...
+
+    def ensure_tunnels(self, specs: Mapping[str, VxlanSpec]) -> dict[str, list[str] | KrnetError]:
+        """Many tunnels in one pass (new ones in one batch): each name's changes or error."""
+        ...
 
     def ensure_route(
         self, dst: IPv4Network, *, via: IPv4Address | None = None, dev: str | None = None

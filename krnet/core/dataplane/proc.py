@@ -6,8 +6,11 @@ Passing another runner points every command somewhere else, e.g. into a network 
 
 from __future__ import annotations
 
+import os
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
@@ -19,3 +22,16 @@ def run_command(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         argv, capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT
     )
+
+
+@contextmanager
+def script_file(lines: Sequence[str], prefix: str) -> Iterator[str]:
+    """`lines` in a private temporary file, for tools that read a script from a path (the
+    runner passes no stdin); removed afterwards."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".txt")
+    try:
+        with os.fdopen(fd, "w") as script:
+            script.write("\n".join(lines) + "\n")
+        yield path
+    finally:
+        os.unlink(path)

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-MAX_RUNNERS = 255
+# The largest cluster krnet builds: /20 blocks inside a /8 (4,095 = 2**12 - 1 runners). Every
+# piece is sized and measured for it: VNIs base + 4,095 fit 24 bits, `vxkr4095` is 8 of the
+# 15 bytes IFNAMSIZ allows, the guard is one set, doctor's checks are linear. Narrower blocks
+# (up to /24) are cut, but only the first 4,095 are handed out.
+MAX_RUNNERS = 4095
 MAX_VNI = 2**24 - 1
 IFNAME_MAX = 15
 HOST_DEVICE = "kohaku-host"
@@ -30,7 +34,7 @@ class PlanError(ValueError):
 
 
 def tunnel_name(runner_id: int) -> str:
-    """The host-side tunnel of a runner: `vxkr1`, ..., `vxkr255` (decimal)."""
+    """The host-side tunnel of a runner: `vxkr1`, ..., `vxkr4095` (decimal)."""
     return f"{TUNNEL_PREFIX}{runner_id}"
 
 
@@ -68,7 +72,7 @@ class RunnerAddresses:
 
     @property
     def host_interface_address(self) -> IPv4Interface:
-        return IPv4Interface(f"{self.host_ip_on_subnet}/{self.subnet.prefixlen}")
+        return IPv4Interface((int(self.host_ip_on_subnet), self.subnet.prefixlen))
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class OverlayPlan:
 
     @property
     def max_runners(self) -> int:
-        """Blocks after the host's, capped at the reference's 255."""
+        """Blocks after the host's, capped at MAX_RUNNERS (the seed's /16s give its 255)."""
         return min(MAX_RUNNERS, (1 << (self.runner_prefix - self.host_prefix)) - 1)
 
     def vni(self, runner_id: int) -> int:
@@ -144,7 +148,7 @@ class OverlayPlan:
         return RunnerAddresses(
             runner_id=runner_id,
             vni=self.vni(runner_id),
-            subnet=IPv4Network(f"{base}/{self.runner_prefix}"),
+            subnet=IPv4Network((int(base), self.runner_prefix)),  # no string parse: 4,095 a pass
             gateway=base + GATEWAY_OFFSET,
             host_ip_on_subnet=base + HOST_ON_SUBNET_OFFSET,
             host_interface=tunnel_name(runner_id),

@@ -44,6 +44,7 @@ def gather_snapshot(
     no_kernel: tuple[dict[str, LinkInfo], tuple[RouteInfo, ...]] = ({}, ())
     links, routes = _read("kernel", errors, _kernel, no_kernel)
     rules: tuple[RuleInfo, ...] = _read("firewall", errors, _rules, ())
+    allowlist: tuple[str, ...] = _read("firewall", errors, _allowlist, ())
     underlay = underlay_link(settings, links, routes)
     docker = None
     if settings.mode == "runner":
@@ -62,7 +63,7 @@ def gather_snapshot(
         links=links,
         routes=routes,
         rules=rules,
-        guard_allowlist=_allowlist(rules),
+        guard_allowlist=allowlist,
         docker=docker,
         sysctls=read_sysctls(sysctl_keys(links, _bridge(settings))),
         underlay_link=underlay,
@@ -126,10 +127,10 @@ def _rules() -> tuple[RuleInfo, ...]:
     return firewall.read_rules(firewall.Iptables())
 
 
-def _allowlist(rules: Iterable[RuleInfo]) -> tuple[str, ...]:
+def _allowlist() -> tuple[str, ...]:
     from krnet.core.dataplane import firewall
 
-    return firewall.guard_allowlist(rules)
+    return firewall.read_allowlist(firewall.Iptables())
 
 
 def _docker(settings: Settings, links: Mapping[str, LinkInfo]) -> DockerState:

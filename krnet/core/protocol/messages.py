@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from krnet.core.model.durations import MAX_DURATION
+from krnet.core.model.plan import MAX_RUNNERS
 from krnet.core.model.records import JoinRequest
 from krnet.core.model.text import printable
 from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
@@ -66,7 +67,7 @@ def _ipv4_network(value: str) -> str:
 Nonce = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Mac = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Seq = Annotated[int, Field(ge=1, le=2**53)]
-RunnerId = Annotated[int, Field(ge=1, le=255)]
+RunnerId = Annotated[int, Field(ge=1, le=MAX_RUNNERS)]
 Vni = Annotated[int, Field(ge=0, le=2**24 - 1)]
 Port = Annotated[int, Field(ge=1, le=65_535)]
 Mtu = Annotated[int, Field(ge=68, le=65_535)]

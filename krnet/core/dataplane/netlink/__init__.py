@@ -18,7 +18,6 @@ from krnet.core.dataplane.netlink.state import (
     KernelState,
     open_netlink,
     read_kernel_state,
-    read_links,
     stable_mac,
 )
 from krnet.core.model.node_state import LinkInfo, RouteInfo, VxlanInfo
@@ -38,7 +37,6 @@ __all__ = [
     "ensure_vxlan",
     "open_netlink",
     "read_kernel_state",
-    "read_links",
     "remove_link",
     "stable_mac",
 ]

@@ -21,6 +21,8 @@ from krnet.errors import KernelError
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
+    from krnet.core.dataplane.interfaces import VxlanSpec
+
 HOST_DEVICE_KINDS = ("dummy", "bridge")  # bridge: kernels without the dummy driver
 
 
@@ -117,10 +119,23 @@ def ensure_vxlan(
     if link is None:
         _create_vxlan(ipr, name, want, mtu, mac)
         link = refresh(ipr, state, name)
-        changes.append(f"{name}: created (VNI {vni}, {_endpoints(want)}, port {port})")
+        changes.append(created(name, want))
     changes += _retarget(ipr, state, link, want)
     wanted = Wanted(mtu=mtu, mac=mac, master=master, interface=address)
     return changes + _converge(ipr, state, name, wanted, vxlan=want)
+
+
+def created(name: str, want: VxlanInfo) -> str:
+    """The change a new tunnel is reported as."""
+    return f"{name}: created (VNI {want.vni}, {_endpoints(want)}, port {want.port})"
+
+
+def verify_tunnel(link: LinkInfo, spec: VxlanSpec) -> VxlanInfo:
+    """Compare a tunnel built elsewhere (netlink.batch) with its spec, as `ensure_vxlan` does."""
+    want = VxlanInfo(spec["vni"], spec["local"], spec["remote"], spec["port"], learning=False)
+    wanted = Wanted(spec["mtu"], spec.get("mac"), spec.get("master"), spec.get("address"))
+    _verify(link, wanted, want)
+    return want
 
 
 def _create_vxlan(ipr: IPRoute, name: str, want: VxlanInfo, mtu: int, mac: str | None) -> None:

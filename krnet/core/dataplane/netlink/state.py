@@ -7,7 +7,6 @@ inside a running asyncio loop.
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from socket import AF_INET
 from typing import TYPE_CHECKING, Any
 
-from krnet.core.dataplane.netlink.calls import call, error_code, kernel_error, refusals
+from krnet.core.dataplane.netlink.calls import call
 from krnet.core.model.node_state import LinkInfo, RouteInfo, VxlanInfo
 from krnet.errors import KernelError
 
@@ -91,26 +90,6 @@ def read_kernel_state(ipr: IPRoute) -> KernelState:
         for msg in messages
     }
     return KernelState(links=links, routes=_read_routes(ipr, names), names=names)
-
-
-def read_links(ipr: IPRoute, names: Iterable[str]) -> KernelState:
-    """Only the named links that exist (one `get` each) with their IPv4 addresses, and no
-    routes: for work on a few links. A full dump grows with every tunnel (about 0.3 s at
-    255 on a small machine): one per join made 255 joins cost over a minute of CPU."""
-    messages = []
-    for name in names:
-        try:
-            messages += ipr.link("get", ifname=name)
-        except refusals() as error:
-            if error_code(error) != errno.ENODEV:
-                raise kernel_error(f"read {name}", error) from error
-    index_names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in messages}
-    addresses = _addresses_by_index(call("dump addresses", ipr.addr, "dump", family=AF_INET))
-    links = {
-        index_names[msg["index"]]: _link_info(msg, index_names, addresses.get(msg["index"], ()))
-        for msg in messages
-    }
-    return KernelState(links=links, routes=(), names=index_names, routes_stale=True)
 
 
 def refresh(ipr: IPRoute, state: KernelState, name: str) -> LinkInfo:

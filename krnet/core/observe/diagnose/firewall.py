@@ -9,6 +9,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from krnet.core.dataplane import firewall
+from krnet.core.dataplane.guardset import GUARD_SET
 from krnet.core.model.node_state import RuleInfo
 from krnet.core.model.plan import RUNNER_TUNNEL
 from krnet.core.observe.diagnose.check import FAIL, WARN, Check, Context, passed
@@ -61,11 +62,6 @@ def guard_drops(ctx: Context) -> int:
     return firewall.guard_drops(ctx.snapshot.rules)
 
 
-def _is_guard_accept(rule: RuleInfo) -> bool:
-    """A per-peer allow rule: the port guard check reports those, not the rules check."""
-    return rule.chain == firewall.GUARD_CHAIN and rule.spec.startswith("-s ")
-
-
 def rule_fix(rule: RuleInfo) -> str:
     """The iptables command that puts `rule` back."""
     parents = {parent for _table, parent in firewall.OWNED_CHAINS.values()}
@@ -77,11 +73,7 @@ def check_firewall(ctx: Context) -> list[Check]:
     """Every rule and jump of the firewall plan is present."""
     if ctx.unread("firewall"):
         return []
-    missing = [
-        rule
-        for rule in firewall.missing_rules(firewall_plan(ctx), ctx.snapshot.rules)
-        if not _is_guard_accept(rule)
-    ]
+    missing = firewall.missing_rules(firewall_plan(ctx), ctx.snapshot.rules)
     problems = [
         Check(
             "firewall",
@@ -130,7 +122,7 @@ def check_port_guard(ctx: Context) -> list[Check]:
                 "port_guard",
                 FAIL,
                 f"{who} is not in the VXLAN port guard's allow-list: its tunnel traffic is dropped",
-                f"iptables -I {firewall.GUARD_CHAIN} 1 {_guard_rule(ctx, peer)} {RESTART}",
+                f"ipset add {GUARD_SET} {peer} {RESTART}",
                 runner.runner_id if runner else None,
             )
         )
@@ -141,7 +133,7 @@ def check_port_guard(ctx: Context) -> list[Check]:
                 WARN,
                 f"{peer} is allowed through the VXLAN port guard but is not a registered peer: "
                 "it can inject frames into the overlay",
-                f"iptables -D {firewall.GUARD_CHAIN} {_guard_rule(ctx, peer)} {RESTART}",
+                f"ipset del {GUARD_SET} {peer} {RESTART}",
             )
         )
     dropped = guard_drops(ctx)
@@ -151,7 +143,3 @@ def check_port_guard(ctx: Context) -> list[Check]:
         f"the allow-list holds exactly the {len(want)} peer(s); "
         f"{dropped} VXLAN packet(s) from other addresses dropped",
     )
-
-
-def _guard_rule(ctx: Context, peer: str) -> str:
-    return f"-s {peer}/32 -p udp -m udp --dport {ctx.settings.overlay_vxlan_port} -j ACCEPT"
