@@ -172,8 +172,10 @@ def test_send_redirects_is_off_on_every_runner(runners: dict[int, Driver]) -> No
 
 def test_the_guard_admits_every_peer(runners: dict[int, Driver]) -> None:
     rules = runners[2].node.run(["iptables", "-S", "KRNET-VXLAN"]).stdout
+    assert "--dport 4789 -m set --match-set krnet-vxlan src -j ACCEPT" in rules
+    members = runners[2].node.run(["ipset", "save", "krnet-vxlan"]).stdout
     for address in (HOST_IP, "192.0.2.11", "192.0.2.13"):
-        assert f"-A KRNET-VXLAN -s {address}/32 -p udp -m udp --dport 4789 -j ACCEPT" in rules
+        assert f"add krnet-vxlan {address}\n" in members
 
 
 def test_runners_reach_each_other_direct_with_no_host_at_all(
