@@ -33,7 +33,7 @@ from krnet.core.dataplane.firewall import GUARD_CHAIN  # noqa: E402
 from krnet.core.model.plan import runner_id_from_tunnel, tunnel_name  # noqa: E402
 from krnet.core.model.settings import Settings  # noqa: E402
 from krnet.core.record.reader import database_path  # noqa: E402
-from krnet.lab.cluster import HOST_UNDERLAY, Cluster, ClusterNode  # noqa: E402
+from krnet.lab.cluster import HOST_UNDERLAY, Cluster, ClusterNode, krnet_command  # noqa: E402
 from krnet.lab.namespaces import Node, stop_processes  # noqa: E402
 
 SIM_UNDERLAY = "192.0.2.2"
@@ -41,6 +41,7 @@ CLAIMED_BLOCKS = ("198.51.100", "203.0.113")
 MAX_SIMULATED = 254 * len(CLAIMED_BLOCKS)
 READY = "listening for runners on"
 SIMRUNNER = Path(__file__).with_name("simrunner.py")
+HOSTPROFILE = Path(__file__).with_name("hostprofile.py")
 WAIT = 120.0  # seconds for the host to listen, or a monitor to see its marker
 POLL = 0.02
 MARK_INTERVAL = 0.2
@@ -187,13 +188,27 @@ class Monitor:
 class ScaleLab:
     """A lab cluster with a host and no runner nodes, plus the simulated runners' namespace."""
 
-    def __init__(self, workdir: Path, progress: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        progress: Callable[[str], None] = lambda _: None,
+        profile: Path | None = None,
+    ) -> None:
+        """`profile`: run every krnet process under bench/hostprofile.py, writing PROFILE.PID."""
         defaults = Settings()
         timers: dict[str, object] = {name: getattr(defaults, name) for name in TIMERS}
         self.plan = defaults.plan()
         self.workdir = workdir
+        command = krnet_command()
+        if profile is not None:
+            command = [sys.executable, str(HOSTPROFILE), str(profile), "--"]
         self.cluster = Cluster(
-            workdir, runners=0, with_docker=False, settings=timers, progress=progress
+            workdir,
+            runners=0,
+            with_docker=False,
+            command=command,
+            settings=timers,
+            progress=progress,
         )
 
     def __enter__(self) -> ScaleLab:

@@ -29,6 +29,9 @@ class HostDataPlane(Protocol):
     def runner_up(self, runner: RunnerRecord, allocation: Allocation) -> None:
         """Build or update vxkrN (remote = runner.physical_ip) for a joined runner."""
 
+    def runners_up(self, batch: Sequence[tuple[RunnerRecord, Allocation]]) -> None:
+        """`runner_up` for a batch of joins decided together, in one pass where the plane can."""
+
     def runner_gone(self, runner_id: int) -> None:
         """Remove vxkrN after the runner left or its id went to another runner."""
 
@@ -64,6 +67,10 @@ class NullHostDataPlane:
 
     def runner_up(self, runner: RunnerRecord, allocation: Allocation) -> None:
         self.calls.append(("runner_up", allocation))
+
+    def runners_up(self, batch: Sequence[tuple[RunnerRecord, Allocation]]) -> None:
+        for runner, allocation in batch:
+            self.runner_up(runner, allocation)
 
     def runner_gone(self, runner_id: int) -> None:
         self.calls.append(("runner_gone", runner_id))

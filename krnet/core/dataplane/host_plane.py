@@ -85,6 +85,11 @@ class HostPlane:
             changes += self._ensure_firewall()
             self._report(changes, runner.runner_id)
 
+    def runners_up(self, batch: Sequence[tuple[RunnerRecord, RunnerAllocation]]) -> None:
+        """`runner_up` for each runner of a batch of joins decided together."""
+        for runner, allocation in batch:
+            self.runner_up(runner, allocation)
+
     def runner_gone(self, runner_id: int) -> None:
         """Remove a runner's tunnel after `leave` or when its id is reclaimed for another."""
         with self._lock:
