@@ -76,6 +76,7 @@ class FakeSession:
     journal: Journal
     links: dict[str, LinkInfo]
     fail: KernelError | None = None
+    refused: Sequence[str] = ()  # tunnels the kernel refuses
 
     def ensure_host_device(self, name: str, interface: IPv4Interface) -> list[str]:
         return self.journal.note("host_device", (name, interface))
@@ -88,6 +89,8 @@ class FakeSession:
         return self.journal.note("bridge", (name, interface, mtu))
 
     def ensure_vxlan(self, name: str, **spec: Unpack[VxlanSpec]) -> list[str]:
+        if name in self.refused:
+            raise KernelError(f"cannot create {name}: EEXIST")
         return self.journal.note("vxlan", (name, spec))
 
     def ensure_route(
@@ -104,11 +107,13 @@ class FakeKernel:
     journal: Journal
     present: list[LinkInfo] = field(default_factory=list)
     fail: KernelError | None = None
+    refused: Sequence[str] = ()
 
     @contextmanager
     def session(self, names: Iterable[str] | None = None) -> Iterator[FakeSession]:
         self.journal.note("session", None if names is None else list(names))
-        yield FakeSession(self.journal, {link.name: link for link in self.present}, self.fail)
+        present = {link.name: link for link in self.present}
+        yield FakeSession(self.journal, present, self.fail, self.refused)
 
     def links(self) -> Mapping[str, LinkInfo]:
         return {link.name: link for link in self.present}
@@ -298,6 +303,25 @@ def test_a_join_reads_and_builds_only_its_own_tunnel() -> None:
     node.plane.runner_up(record(2, "192.0.2.12"), allocation(2))
     assert node.journal.named("session") == [["kohaku-host", "vxkr2"]]
     assert node.events.changes == [("vxkr2: created (VNI 102)", 2)]
+
+
+def test_a_batch_of_joins_is_one_kernel_pass_and_one_firewall_pass() -> None:
+    node = host()
+    node.kernel.refused = ["vxkr2"]
+    batch = [(record(i, f"192.0.2.1{i}"), allocation(i)) for i in (1, 2, 3)]
+    refused = node.plane.runners_up(batch)
+    assert list(refused) == [2] and "vxkr2" in str(refused[2])  # only that join is refused
+    assert node.journal.named("session") == [["kohaku-host", "vxkr1", "vxkr2", "vxkr3"]]
+    assert [name for name, _ in node.journal.named("vxlan")] == ["vxkr1", "vxkr3"]
+    assert len(node.journal.named("firewall")) == 1
+    assert last_firewall(node.journal).guard_peers == ("192.0.2.11", "192.0.2.13")
+
+
+def test_a_lone_join_the_kernel_refuses_raises() -> None:
+    node = host()
+    node.kernel.refused = ["vxkr2"]
+    with pytest.raises(KernelError, match="vxkr2"):
+        node.plane.runner_up(record(2, "192.0.2.12"), allocation(2))
 
 
 def test_a_loopback_host_address_leaves_the_source_to_the_join() -> None:

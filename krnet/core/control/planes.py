@@ -9,7 +9,7 @@ the store (the data plane never imports the record).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
@@ -23,14 +23,25 @@ if TYPE_CHECKING:
     from krnet.core.model.settings import Settings
     from krnet.core.protocol.messages import Allocation
     from krnet.core.record.store import Store
+    from krnet.errors import KrnetError
 
 
 class HostDataPlane(Protocol):
     def runner_up(self, runner: RunnerRecord, allocation: Allocation) -> None:
-        """Build or update vxkrN (remote = runner.physical_ip) for a joined runner."""
+        """Build or update vxkrN (remote = runner.physical_ip) for a joined runner; raises
+        KrnetError when it could not (the batch of one)."""
 
-    def runners_up(self, batch: Sequence[tuple[RunnerRecord, Allocation]]) -> None:
-        """`runner_up` for a batch of joins decided together, in one pass where the plane can."""
+    def runners_up(
+        self, batch: Sequence[tuple[RunnerRecord, Allocation]]
+    ) -> Mapping[int, KrnetError]:
+        """Build or update the tunnels of joins decided together, in one kernel and one
+        firewall pass.
+
+        Returns the runners the kernel refused (runner id -> error): only those joins are
+        refused, every other runner's tunnel is built and read back. Raises KrnetError for a
+        failure the whole batch shares (the host device, the firewall): every join of the
+        batch is refused.
+        """
 
     def runner_gone(self, runner_id: int) -> None:
         """Remove vxkrN after the runner left or its id went to another runner."""
@@ -68,9 +79,12 @@ class NullHostDataPlane:
     def runner_up(self, runner: RunnerRecord, allocation: Allocation) -> None:
         self.calls.append(("runner_up", allocation))
 
-    def runners_up(self, batch: Sequence[tuple[RunnerRecord, Allocation]]) -> None:
+    def runners_up(
+        self, batch: Sequence[tuple[RunnerRecord, Allocation]]
+    ) -> Mapping[int, KrnetError]:
         for runner, allocation in batch:
             self.runner_up(runner, allocation)
+        return {}
 
     def runner_gone(self, runner_id: int) -> None:
         self.calls.append(("runner_gone", runner_id))

@@ -74,16 +74,39 @@ class HostPlane:
 
     def runner_up(self, runner: RunnerRecord, allocation: RunnerAllocation) -> None:
         """Build or update runner's `vxkrN` after a join or an address change."""
+        refused = self.runners_up([(runner, allocation)])
+        if runner.runner_id in refused:
+            raise refused[runner.runner_id]
+
+    def runners_up(
+        self, batch: Sequence[tuple[RunnerRecord, RunnerAllocation]]
+    ) -> dict[int, KrnetError]:
+        """Build the tunnels of joins decided together in one netlink and one firewall pass;
+        returns the runners the kernel refused (the rest are built and read back)."""
+        refused: dict[int, KrnetError] = {}
         with self._lock:
-            if _usable_local(allocation.host_physical_ip):
-                self._learned_local = allocation.host_physical_ip
-            self._peers[runner.runner_id] = runner.physical_ip
-            self._released.discard(runner.runner_id)
-            with self.kernel.session([HOST_DEVICE, tunnel_name(runner.runner_id)]) as links:
-                changes = self._ensure_base(links)
-                changes += self._ensure_tunnel(links, runner.runner_id, runner.physical_ip)
-            changes += self._ensure_firewall()
-            self._report(changes, runner.runner_id)
+            for runner, allocation in batch:
+                if _usable_local(allocation.host_physical_ip):
+                    self._learned_local = allocation.host_physical_ip
+                self._released.discard(runner.runner_id)
+            lone = batch[0][0].runner_id if len(batch) == 1 else None  # whom shared changes name
+            names = [HOST_DEVICE, *(tunnel_name(runner.runner_id) for runner, _ in batch)]
+            changes: list[tuple[str, int | None]] = []
+            with self.kernel.session(names) as links:
+                changes += [(change, lone) for change in self._ensure_base(links)]
+                for runner, _ in batch:
+                    try:
+                        built = self._ensure_tunnel(links, runner.runner_id, runner.physical_ip)
+                    except KrnetError as exc:
+                        refused[runner.runner_id] = exc
+                        continue
+                    self._peers[runner.runner_id] = runner.physical_ip
+                    changes += [(change, runner.runner_id) for change in built]
+            firewall_changes = self._ensure_firewall()
+            for change, runner_id in changes:
+                self._report([change], runner_id)
+            self._report(firewall_changes, lone)
+        return refused
 
     def runners_up(self, batch: Sequence[tuple[RunnerRecord, RunnerAllocation]]) -> None:
         """`runner_up` for each runner of a batch of joins decided together."""
