@@ -108,11 +108,6 @@ class HostPlane:
             self._report(firewall_changes, lone)
         return refused
 
-    def runners_up(self, batch: Sequence[tuple[RunnerRecord, RunnerAllocation]]) -> None:
-        """`runner_up` for each runner of a batch of joins decided together."""
-        for runner, allocation in batch:
-            self.runner_up(runner, allocation)
-
     def runner_gone(self, runner_id: int) -> None:
         """Remove a runner's tunnel after `leave` or when its id is reclaimed for another."""
         with self._lock:
