@@ -176,7 +176,9 @@ class HostService:
 
     async def _probe_active(self) -> None:
         runners = await self.context.record.run(self.store.runners)
-        active = [runner.runner_id for runner in runners if runner.status == ACTIVE]
+        building = self.joins.building  # recorded, tunnel not built yet: nothing to probe
+        active = [r.runner_id for r in runners if r.status == ACTIVE]
+        active = [runner_id for runner_id in active if runner_id not in building]
         await asyncio.to_thread(self.context.dataplane.probe, active)
 
     async def _reconcile(self) -> None:
