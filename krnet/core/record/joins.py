@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeAlias
 
-from sqlalchemy import text
-from sqlmodel import Session, col, or_, select
+from sqlalchemy import ColumnElement, text
+from sqlmodel import Session, and_, col, or_, select
 
 from krnet.core.model.allocator import decide
 from krnet.core.model.plan import OverlayPlan
@@ -136,12 +136,18 @@ def _decide(session: Session, join: BatchedJoin, max_runners: int) -> Allocation
 
 
 def _candidates(session: Session, join: BatchedJoin) -> list[RunnerRecord]:
-    """The records this join may return to: its proven id, its hostname, identity or address."""
+    """The records this join may return to: its proven id, its hostname or identity, or its
+    address among inactive records without a key (the only ones `find_returning` matches by
+    address: many active runners may claim one address, e.g. all on one test host)."""
     request = join.request
-    matches = [
+    matches: list[ColumnElement[bool] | bool] = [
         RunnerRow.hostname == request.hostname,
         RunnerRow.identity_hash == identity_hash(request.identity),
-        RunnerRow.physical_ip == request.physical_ip,
+        and_(
+            RunnerRow.physical_ip == request.physical_ip,
+            col(RunnerRow.identity_hash).is_(None),
+            RunnerRow.status == INACTIVE,
+        ),
     ]
     if join.proven is not None:
         matches.append(RunnerRow.runner_id == join.proven)
