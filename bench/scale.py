@@ -3,8 +3,8 @@
 The ground (bench/scalelab.py): the real `krnet serve` as host (overlay enabled: real vxkrN
 tunnels, routes, iptables and the VXLAN port guard) in a lab namespace at 192.0.2.1, and
 bench/simrunner.py's runners speaking the real protocol from a second namespace, each
-claiming its own physical_ip. For --runners and, in the same process, for --baseline
-runners (every figure is printed with the ratio of the two):
+claiming its own physical_ip. For each count of --runners, in the same process (every
+figure is printed with the ratio of the largest count to the smallest):
   1. joins: wall time from "go" until every runner has its `welcome` (the host builds the
      tunnel, route, rules and guard entry before it answers), then the kernel is checked;
   2. the serve process (/proc/PID): RSS before and after the joins, peak (VmHWM), CPU time
@@ -15,10 +15,15 @@ runners (every figure is printed with the ratio of the two):
      write it made: `ip monitor` events, `nft monitor` changes, changes it recorded; then
      again after deleting the last tunnel by hand (the counters must see that repair);
   4. `krnet node overlay --json` in the host namespace, and with `--connect` from the
-     runners' namespace (the authenticated `status`): median wall time of --repeat runs.
+     runners' namespace (the authenticated `status`): median wall time of --repeat runs;
+  5. the kernel floor (bench/floor.py): the same links, addresses and rules built in a fresh
+     namespace by one `ip -batch` and one `iptables-restore --noflush`, and krnet's join
+     round against it.
+With --profile, the host runs under bench/hostprofile.py and its CPU profile (every thread,
+sampled) is printed for the largest count.
 Bounded by --budget; everything is torn down on exit, error, Ctrl-C or SIGTERM.
 
-    sudo bench/scale.sh [--runners 255] [--baseline 10] [--repeat 7] [--hold 30] [--budget 600]
+    sudo bench/scale.sh [--runners 10 255] [--repeat 7] [--hold 30] [--budget 600] [--profile]
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ from types import FrameType
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
+from floor import Floor, measure_floor  # noqa: E402
 from scalelab import MAX_SIMULATED, Joined, Restart, ScaleLab, Writes  # noqa: E402
 from simrunner import percentile  # noqa: E402
 
+from krnet.core.model.settings import Settings  # noqa: E402
 from krnet.lab.namespaces import LabError  # noqa: E402
 from krnet.lab.prerequisites import missing_prerequisites  # noqa: E402
 
@@ -95,13 +102,19 @@ class Figures:
     repair: Restart | None = None
     overlay_local: float = 0.0
     overlay_remote: float = 0.0
+    floor: Floor | None = None
+    profile: str = ""
 
 
-def measure(runners: int, workdir: Path, repeat: int, hold: float, say: Say) -> Figures:
+def measure(
+    runners: int, workdir: Path, repeat: int, hold: float, say: Say, profile: bool = False
+) -> Figures:
     """Build the ground, run every measurement for `runners`, tear it all down."""
     figures = Figures(runners, problems=[])
-    with ScaleLab(workdir / f"n{runners}", progress=say) as lab:
+    sampled = workdir / f"profile-{runners}" if profile else None
+    with ScaleLab(workdir / f"n{runners}", progress=say, profile=sampled) as lab:
         figures.start = lab.start_host()
+        serve_pid = lab.pid
         if not lab.host.node.run(["cat", f"/proc/{lab.pid}/comm"]).stdout.startswith("python"):
             raise RuntimeError(f"pid {lab.pid} is not the serve process")
         fleet = lab.fleet(runners)
@@ -132,6 +145,12 @@ def measure(runners: int, workdir: Path, repeat: int, hold: float, say: Say) -> 
         say(f"restarting the host without vxkr{runners}")
         figures.repair = lab.restart(damage=f"vxkr{runners}")
         figures.problems += [f"after the repair: {p}" for p in lab.kernel_problems(joined.claims)]
+    if sampled is not None:  # the first serve process: the joins and the heartbeats
+        figures.profile = Path(f"{sampled}.{serve_pid}").read_text()
+    say(f"the kernel floor for {runners} runners")
+    defaults = Settings()  # the lab host's scheme
+    port, mtu = defaults.overlay_vxlan_port, defaults.overlay_mtu
+    figures.floor = measure_floor(lab.plan, joined.claims, port, mtu)
     return figures
 
 
@@ -156,17 +175,21 @@ def median_seconds(command: Callable[[], str], runners: int, repeat: int) -> flo
 # -- the report -----------------------------------------------------------------------------
 
 
-def report(base: Figures, full: Figures) -> None:
-    rows: list[tuple[str, float, float, str]] = []
+def report(runs: list[Figures]) -> None:
+    """A column per count of runners, and the ratio of the largest count to the smallest."""
+    rows: list[tuple[str, list[float], str]] = []
 
     def row(label: str, pick: Callable[[Figures], float], unit: str = "{:.2f}") -> None:
-        rows.append((label, pick(base), pick(full), unit))
+        rows.append((label, [pick(figures) for figures in runs], unit))
 
     row("fresh host: start until listening, s", lambda f: f.start)
     row("joins: go until all welcomed, s", lambda f: joined(f).wall)
     row("  per runner, ms", lambda f: joined(f).wall / f.runners * 1000, "{:.1f}")
     row("  latency p50, s", lambda f: percentile(joined(f).latencies, 0.5))
     row("  latency p99, s", lambda f: percentile(joined(f).latencies, 0.99))
+    row("  kernel floor: ip -batch links, s", lambda f: floor(f).links, "{:.3f}")
+    row("  kernel floor: iptables-restore, s", lambda f: floor(f).rules, "{:.3f}")
+    row("  all welcomed / kernel floor", lambda f: joined(f).wall / floor_total(f), "{:.0f}x")
     row("  netlink events", lambda f: len(written(f.join_writes).netlink), "{:.0f}")
     row("  nft ruleset changes", lambda f: len(written(f.join_writes).nft), "{:.0f}")
     row("    of which deletions", lambda f: deletions(written(f.join_writes)), "{:.0f}")
@@ -192,21 +215,36 @@ def report(base: Figures, full: Figures) -> None:
     row("node overlay --connect --json, ms", lambda f: f.overlay_remote * 1000, "{:.0f}")
 
     width = max(len(label) for label, *_ in rows)
-    print(f"  {'':{width}}  {base.runners:>9}  {full.runners:>9}   ratio")
-    for label, low, high, unit in rows:
+    counts = "".join(f"  {figures.runners:>9}" for figures in runs)
+    print(f"  {'':{width}}{counts}   ratio")
+    for label, values, unit in rows:
+        low, high = values[0], values[-1]
         ratio = f"{high / low:6.2f}x" if low else "     -"
-        print(f"  {label:{width}}  {unit.format(low):>9}  {unit.format(high):>9}  {ratio}")
-    for figures in (base, full):
+        cells = "".join(f"  {unit.format(value):>9}" for value in values)
+        print(f"  {label:{width}}{cells}  {ratio}")
+    for figures in runs:
         for change in restarted(figures.repair).recorded:
             print(f"  {figures.runners} runners, repair recorded: {change}")
         verdict = "; ".join(figures.problems) or "all tunnels, routes, guard entries and ids right"
         print(f"  {figures.runners} runners, checked after joins and each restart: {verdict}")
+    if runs[-1].profile:
+        print(f"  host CPU profile, {runs[-1].runners} runners (joins, heartbeats):")
+        print("    " + runs[-1].profile.replace("\n", "\n    "))
 
 
 def heartbeat_cpu_percent(figures: Figures) -> float:
     start, end = used(figures.hold_start), used(figures.hold_end)
     spent = end.cpu + end.children_cpu - start.cpu - start.children_cpu
     return 100 * spent / figures.hold
+
+
+def floor(figures: Figures) -> Floor:
+    assert figures.floor is not None
+    return figures.floor
+
+
+def floor_total(figures: Figures) -> float:
+    return floor(figures).links + floor(figures).rules
 
 
 def joined(figures: Figures) -> Joined:
@@ -248,14 +286,18 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runners", type=int, default=255, help="default 255 (the id pool)")
-    parser.add_argument("--baseline", type=int, default=10, help="for the ratios (default 10)")
+    parser.add_argument(
+        "--runners", type=int, nargs="+", default=[10, 255], help="counts, each run (10 255)"
+    )
     parser.add_argument("--repeat", type=int, default=7, help="node overlay runs (default 7)")
     parser.add_argument("--hold", type=float, default=30.0, help="heartbeat window, s (30)")
     parser.add_argument("--budget", type=int, default=600, help="give up after this, s (600)")
+    parser.add_argument("--profile", action="store_true", help="sample the host's CPU")
     arguments = parser.parse_args()
-    if not 1 <= arguments.baseline <= arguments.runners <= min(255, MAX_SIMULATED):
-        parser.error("need 1 <= --baseline <= --runners <= 255")
+    counts = sorted(arguments.runners)
+    top = min(Settings().plan().max_runners, MAX_SIMULATED)
+    if not 1 <= counts[0] <= counts[-1] <= top:
+        parser.error(f"every --runners count must be 1..{top}")
     reason = missing_prerequisites(REQUIRED)
     if reason is not None:
         print(f"scale: {reason}", file=sys.stderr)
@@ -271,9 +313,10 @@ def main() -> int:
     load = os.getloadavg()
     try:
         with tempfile.TemporaryDirectory(prefix="krt-scale-") as workdir:
+            profile = arguments.profile
             figures = [
-                measure(count, Path(workdir), arguments.repeat, arguments.hold, say)
-                for count in (arguments.baseline, arguments.runners)
+                measure(count, Path(workdir), arguments.repeat, arguments.hold, say, profile)
+                for count in counts
             ]
     except (OutOfTime, RuntimeError, TimeoutError, LabError, OSError) as error:
         print(f"scale: {error}", file=sys.stderr)
@@ -285,7 +328,7 @@ def main() -> int:
         f"kernel {platform.release()}; load average {load[0]:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after"
     )
-    report(*figures)
+    report(figures)
     print(f"  ({time.monotonic() - started:.0f} s in all)")
     return 0 if not any(f.problems for f in figures) else 1
 

@@ -32,7 +32,7 @@ from krnet.core.dataplane.guardset import GUARD_SET, parse_members  # noqa: E402
 from krnet.core.model.plan import runner_id_from_tunnel, tunnel_name  # noqa: E402
 from krnet.core.model.settings import Settings  # noqa: E402
 from krnet.core.record.reader import database_path  # noqa: E402
-from krnet.lab.cluster import HOST_UNDERLAY, Cluster, ClusterNode  # noqa: E402
+from krnet.lab.cluster import HOST_UNDERLAY, Cluster, ClusterNode, krnet_command  # noqa: E402
 from krnet.lab.namespaces import Node, stop_processes  # noqa: E402
 
 SIM_UNDERLAY = "192.0.2.2"
@@ -40,6 +40,7 @@ CLAIMED_BLOCKS = ("198.51.100", "203.0.113")
 MAX_SIMULATED = 254 * len(CLAIMED_BLOCKS)
 READY = "listening for runners on"
 SIMRUNNER = Path(__file__).with_name("simrunner.py")
+HOSTPROFILE = Path(__file__).with_name("hostprofile.py")
 WAIT = 120.0  # seconds for the host to listen, or a monitor to see its marker
 POLL = 0.02
 MARK_INTERVAL = 0.2
@@ -190,16 +191,26 @@ class ScaleLab:
         workdir: Path,
         progress: Callable[[str], None] = lambda _: None,
         settings: Mapping[str, object] | None = None,
+        profile: Path | None = None,
     ) -> None:
         """`settings` go to the host's krnet.toml beside the product's default timers (e.g.
-        overlay_runner_prefix = 20 for more than 255 runners)."""
+        overlay_runner_prefix = 20 for more than 255 runners); `profile`: run every krnet
+        process under bench/hostprofile.py, writing PROFILE.PID."""
         defaults = Settings()
         chosen: dict[str, object] = {name: getattr(defaults, name) for name in TIMERS}
         chosen |= dict(settings or {})
         self.plan = Settings(**chosen).plan()  # type: ignore[arg-type]
         self.workdir = workdir
+        command = krnet_command()
+        if profile is not None:
+            command = [sys.executable, str(HOSTPROFILE), str(profile), "--"]
         self.cluster = Cluster(
-            workdir, runners=0, with_docker=False, settings=chosen, progress=progress
+            workdir,
+            runners=0,
+            with_docker=False,
+            command=command,
+            settings=chosen,
+            progress=progress,
         )
 
     def __enter__(self) -> ScaleLab:

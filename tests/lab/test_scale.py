@@ -1,4 +1,5 @@
-"""255 runners join at once a host in a namespace: what the reference promises at its limit.
+"""255 runners join at once a host in a namespace: what the reference promises at its limit,
+through batched joins (group commit).
 
 The ground is bench/scalelab.py (the real `krnet serve` with the overlay on, simulated runners
 over the real protocol); bench/scale.py times the same things. Outcomes only, never timings.
@@ -7,6 +8,7 @@ over the real protocol); bench/scale.py times the same things. Outcomes only, ne
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +20,7 @@ pytestmark = [pytest.mark.privileged]
 
 RUNNERS = 255  # the whole id pool
 DELETED = "vxkr128"
+BATCHED = re.compile(r"(\d+) joins decided together")
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,14 @@ def test_every_runner_gets_its_own_id_of_the_pool(joined: tuple[ScaleLab, Joined
     assert result.errors == []
     assert sorted(result.claims) == list(range(1, RUNNERS + 1))
     assert len(set(result.claims.values())) == RUNNERS
+
+
+def test_joins_that_arrived_together_were_decided_together(
+    joined: tuple[ScaleLab, Joined],
+) -> None:
+    lab, _ = joined
+    batches = [int(size) for size in BATCHED.findall(lab.host.log.read_text())]
+    assert batches and max(batches) > 1  # not one record transaction per join
 
 
 def test_the_host_has_every_tunnel_route_and_guard_entry(joined: tuple[ScaleLab, Joined]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from krnet.core.control.context import HostContext, StoreThread
 from krnet.core.control.planes import NullHostDataPlane
-from krnet.core.control.session import allocation_for, settings_mismatches
+from krnet.core.control.session import settings_mismatches
 from krnet.core.model.settings import Settings
 from krnet.core.protocol.messages import Join
 from krnet.core.record.store import Store
@@ -41,7 +41,7 @@ def test_the_allocation_is_the_documented_welcome(tmp_path: Path) -> None:
     """docs/protocol.md's welcome for runner 1 of a default host at 192.0.2.1."""
     joined = runner(1, physical_ip="192.0.2.11")
     with Store.open(tmp_path) as store:
-        allocation = allocation_for(context(store), joined, "192.0.2.1")
+        allocation = context(store).allocation(joined, "192.0.2.1")
     assert allocation.model_dump() == {
         "runner_id": 1,
         "vni": 101,

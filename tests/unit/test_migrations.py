@@ -58,6 +58,7 @@ def test_schema_head_names_the_newest_migration() -> None:
     assert script.get_current_head() == SCHEMA_HEAD
     assert [rev.revision for rev in script.walk_revisions()] == [
         SCHEMA_HEAD,
+        "0004_retired_keys",
         "0003_runner_keys",
         "0002_observed",
         FIRST,

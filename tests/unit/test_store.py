@@ -115,7 +115,9 @@ def test_reclaim_takes_the_least_recently_seen_inactive_id_when_the_pool_is_full
         events_before = store.events()
         with pytest.raises(PoolExhaustedError):
             store.allocate(join("f", "192.0.2.6"), plan=small, now=late)
-        assert store.events() == events_before
+        refusal, *rest = store.events()
+        assert (refusal.kind, refusal.message) == ("refused", "f (192.0.2.6): pool_exhausted")
+        assert rest == events_before  # the refusal alone: no record changed
         assert [r.hostname for r in store.runners()] == ["a", "d", "e"]
 
 

@@ -1,4 +1,5 @@
-"""What every connection of one host service shares: settings, token, record, data plane, clock.
+"""What every connection of one host service shares: settings, token, record, data plane, clock,
+and the last-seen times not yet written.
 
 The listener (`krnet.core.control.host`) builds one `HostContext` and hands it to each
 `JoinSession`; nothing here is per connection.
@@ -16,12 +17,15 @@ from functools import partial
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING, Literal, ParamSpec, TypeAlias, TypeVar
 
+from krnet.core.control.liveness import Liveness
 from krnet.core.model.settings import is_loopback_reachable_address
+from krnet.core.protocol.messages import Allocation
 from krnet.errors import ProtocolError
 
 if TYPE_CHECKING:
     from krnet.core.control.planes import HostDataPlane
     from krnet.core.model.plan import OverlayPlan
+    from krnet.core.model.records import RunnerRecord
     from krnet.core.model.settings import Settings
     from krnet.core.record.store import Store
 
@@ -67,7 +71,36 @@ class HostContext:
     record: StoreThread
     dataplane: HostDataPlane
     clock: Callable[[], datetime]
+    liveness: Liveness = field(default_factory=Liveness, init=False)
     _warned_loopback: bool = field(default=False, init=False)
+
+    async def write_last_seen(self) -> None:
+        """The last-seen times heartbeats left waiting (`Liveness`), in one transaction."""
+        times = self.liveness.take()
+        if times:
+            await self.record.run(self.record.store.touch, times)
+
+    def allocation(self, runner: RunnerRecord, host_ip: str) -> Allocation:
+        """What the host tells a runner (its `welcome` and every `heartbeat_ack`): the plan's
+        addresses for its id, the tunnel's two ends and the settings every node shares."""
+        plan, settings = self.plan, self.settings
+        addresses = plan.runner(runner.runner_id)
+        return Allocation(
+            runner_id=runner.runner_id,
+            vni=addresses.vni,
+            subnet=str(addresses.subnet),
+            gateway=str(addresses.gateway),
+            host_overlay_ip=str(plan.host_ip),
+            host_ip_on_subnet=str(addresses.host_ip_on_subnet),
+            host_physical_ip=host_ip,
+            runner_physical_ip=runner.physical_ip,
+            overlay_cidr=str(plan.network),
+            bridge_name=settings.overlay_bridge_name,
+            mtu=settings.overlay_mtu,
+            vxlan_port=settings.overlay_vxlan_port,
+            vxlan_id=settings.overlay_vxlan_id,
+            heartbeat_interval=settings.heartbeat_interval,
+        )
 
     def reachable_address(self, sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
         """HOST_REACHABLE_ADDRESS, or the join's local address when that setting is loopback."""

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from krnet.core.control.batch import JoinBatcher
 from krnet.core.control.context import HostContext, StoreThread, utc_now
 from krnet.core.control.counters import COUNTERS
 from krnet.core.control.session import CLOSE_TIMEOUT, JoinSession
@@ -51,6 +52,7 @@ class HostService:
         self.context = HostContext(
             settings, settings.plan(), token, StoreThread(store), dataplane, clock
         )
+        self.joins = JoinBatcher(self.context)
         self._server: asyncio.Server | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[None]] = set()
@@ -102,6 +104,8 @@ class HostService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.joins.close()
+        await self._write_last_seen()
         await self.context.record.close()
         self._stopped.set()
 
@@ -110,7 +114,7 @@ class HostService:
         gives up on it: a peer that stops reading would otherwise keep a socket and its send
         queue past the cap)."""
         bound_socket(writer, self.settings.handshake_timeout + CLOSE_TIMEOUT)
-        session = JoinSession(self.context, reader, writer)
+        session = JoinSession(self.context, self.joins, reader, writer)
         task = asyncio.current_task()
         assert task is not None
         open_before = len(self._connections)
@@ -133,12 +137,14 @@ class HostService:
     # -- timers ----------------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
-        """Mark runners silent for runner_timeout inactive; their ids are kept."""
+        """Write the last-seen times heard since the last pass (docs/design.md, "Heartbeats"),
+        then mark runners silent for runner_timeout inactive; their ids are kept."""
         timeout = self.settings.runner_timeout
         while True:
             await asyncio.sleep(min(1.0, timeout / 2))
-            cutoff = self.clock() - timedelta(seconds=timeout)
             try:
+                await self.context.write_last_seen()
+                cutoff = self.clock() - timedelta(seconds=timeout)
                 ids = await self.context.record.run(self.store.mark_inactive, older_than=cutoff)
             except KrnetError as exc:
                 log.error("liveness check failed: %s", exc)
@@ -146,8 +152,16 @@ class HostService:
             except Exception:  # a timer must outlive a bug in one pass
                 log.exception("liveness check failed")
                 continue
+            self.context.liveness.forget(ids)
             for runner_id in ids:
                 log.info("runner %d inactive: silent for %g s (runner_timeout)", runner_id, timeout)
+
+    async def _write_last_seen(self) -> None:
+        """The last-seen times waiting, before the record closes: a clean stop loses none."""
+        try:
+            await self.context.write_last_seen()
+        except KrnetError as exc:
+            log.error("could not write the runners' last-seen times: %s", exc)
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -162,7 +176,9 @@ class HostService:
 
     async def _probe_active(self) -> None:
         runners = await self.context.record.run(self.store.runners)
-        active = [runner.runner_id for runner in runners if runner.status == ACTIVE]
+        building = self.joins.building  # recorded, tunnel not built yet: nothing to probe
+        active = [r.runner_id for r in runners if r.status == ACTIVE]
+        active = [runner_id for runner_id in active if runner_id not in building]
         await asyncio.to_thread(self.context.dataplane.probe, active)
 
     async def _reconcile(self) -> None:

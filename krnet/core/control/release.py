@@ -84,6 +84,7 @@ async def answer_release(
     """Release what the request names (or, with dry_run, only say what) in `released` parts."""
     record, settings = context.record, context.settings
     now = context.clock()
+    await context.write_last_seen()  # judge runners by every heartbeat heard so far
     runners = await record.run(record.store.runners)
     chosen = choose(runners, request, now, settings.runner_timeout)
     done = [_entry(r) for r in chosen] if request.dry_run else await _release(context, chosen, now)
@@ -102,6 +103,7 @@ async def _release(
     for runner in chosen:
         active = is_active(runner, now, timeout)
         why = "active, forced" if active else f"inactive since {runner.last_seen.isoformat()}"
+        await context.write_last_seen()  # a heartbeat since the read must keep it
         released = await record.run(
             record.store.release_by_hand, runner, force=active, now=now, why=why
         )
@@ -114,6 +116,7 @@ async def _release(
                 )
             log.info("runner %d was heard from meanwhile; not released", runner.runner_id)
             continue
+        context.liveness.forget([runner.runner_id])
         log.info("runner %d (%s) released by hand (%s)", runner.runner_id, runner.hostname, why)
         done.append(_entry(released, await _remove_tunnel(context, runner.runner_id)))
     return done

@@ -19,7 +19,6 @@ from krnet.core.control.counters import COUNTERS
 from krnet.core.control.enrolment import proven_runner, send_welcome
 from krnet.core.control.release import answer_release
 from krnet.core.model.must_match import differences
-from krnet.core.model.plan import tunnel_name
 from krnet.core.protocol.channel import (
     HOST_TO_RUNNER,
     Channel,
@@ -44,15 +43,15 @@ from krnet.core.protocol.messages import (
     error_frame,
     parse_message,
 )
+from krnet.core.record.joins import BatchedJoin
 from krnet.errors import (
-    AlreadyEnrolledError,
     ErrorCode,
     KrnetError,
-    PoolExhaustedError,
     ProtocolError,
 )
 
 if TYPE_CHECKING:
+    from krnet.core.control.batch import JoinBatcher
     from krnet.core.control.context import HostContext
     from krnet.core.model.records import RunnerRecord
     from krnet.core.model.settings import Settings
@@ -88,29 +87,6 @@ def tunnel_address_problem(context: HostContext, address: str) -> str | None:
     return None
 
 
-def allocation_for(context: HostContext, runner: RunnerRecord, host_ip: str) -> Allocation:
-    """What the host tells a runner (its `welcome` and every `heartbeat_ack`): the plan's
-    addresses for its id, the tunnel's two ends and the settings every node shares."""
-    plan, settings = context.plan, context.settings
-    addresses = plan.runner(runner.runner_id)
-    return Allocation(
-        runner_id=runner.runner_id,
-        vni=addresses.vni,
-        subnet=str(addresses.subnet),
-        gateway=str(addresses.gateway),
-        host_overlay_ip=str(plan.host_ip),
-        host_ip_on_subnet=str(addresses.host_ip_on_subnet),
-        host_physical_ip=host_ip,
-        runner_physical_ip=runner.physical_ip,
-        overlay_cidr=str(plan.network),
-        bridge_name=settings.overlay_bridge_name,
-        mtu=settings.overlay_mtu,
-        vxlan_port=settings.overlay_vxlan_port,
-        vxlan_id=settings.overlay_vxlan_id,
-        heartbeat_interval=settings.heartbeat_interval,
-    )
-
-
 async def check_join(context: HostContext, join: Join, who: str) -> None:
     """Refuse, with an event, a join no tunnel can use or whose must-match settings differ:
     before it touches the record's allocation."""
@@ -134,10 +110,17 @@ async def check_join(context: HostContext, join: Join, who: str) -> None:
         )
 
 
+def observed_of(heartbeat: Heartbeat) -> dict[str, object]:
+    """What a heartbeat reports, as the record keeps it (`observed`, with `applied`)."""
+    applied = heartbeat.applied.model_dump() if heartbeat.applied else None
+    return {**heartbeat.observed, "applied": applied}
+
+
 def record_heartbeat(
-    context: HostContext, runner: RunnerRecord, heartbeat: Heartbeat
+    context: HostContext, runner: RunnerRecord, observed: dict[str, object]
 ) -> RunnerRecord:
-    """Record a heartbeat, unless the id went to another runner meanwhile (runs in a thread)."""
+    """Record a heartbeat in full, unless the id went to another runner meanwhile (runs in a
+    thread)."""
     store, runner_id = context.record.store, runner.runner_id
     current = store.runner(runner_id)
     if current is None or current.identity_hash != runner.identity_hash:
@@ -146,8 +129,6 @@ def record_heartbeat(
             f"runner id {runner_id} was released or given to another runner; "
             "reconnect to join again",
         )
-    applied = heartbeat.applied.model_dump() if heartbeat.applied else None
-    observed: dict[str, object] = {**heartbeat.observed, "applied": applied}
     updated = store.heartbeat(runner_id, now=context.clock(), observed=observed)
     return updated if updated is not None else current
 
@@ -156,9 +137,14 @@ class JoinSession:
     """One connection, from `hello` to close."""
 
     def __init__(
-        self, context: HostContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        context: HostContext,
+        joins: JoinBatcher,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
         self.context = context
+        self.joins = joins
         self.reader = reader
         self.writer = writer
         peer = writer.get_extra_info("peername")
@@ -243,33 +229,23 @@ class JoinSession:
     async def _admit(
         self, join: Join, host_ip: str, runner_key: str | None
     ) -> tuple[RunnerRecord, Allocation]:
-        """Check settings, allocate an id and build the host's tunnel for a joining runner
-        (enrolling it under `runner_key` unless it proved its key)."""
-        context, record = self.context, self.context.record
+        """Check settings, then an id and the host's tunnel for a joining runner, decided with
+        the joins that arrive beside it (enrolling it under `runner_key` unless it proved its
+        key)."""
         who = f"{join.hostname} ({join.physical_ip})"
-        await check_join(context, join, who)
-        try:
-            decision, runner = await record.run(
-                record.store.allocate,
-                join.request(),
-                plan=context.plan,
-                now=context.clock(),
-                proven=self._proven,
-                runner_key=runner_key,
-            )
-        except PoolExhaustedError as exc:
-            await record.event("refused", f"{who}: pool_exhausted")
-            raise ProtocolError("pool_exhausted", str(exc)) from None
-        except AlreadyEnrolledError as exc:
-            await record.event("refused", f"{who}: already_enrolled")
-            raise ProtocolError("already_enrolled", str(exc)) from None
+        await check_join(self.context, join, who)
+        note = None
         if self.peer_ip != join.physical_ip:
             note = (
                 f"{who} connected from {self.peer_ip}: NAT or a second address; the tunnel uses "
                 f"the runner's own {join.physical_ip}"
             )
+        batched = BatchedJoin(join.request(), proven=self._proven, runner_key=runner_key, note=note)
+        admission = await self.joins.admit(batched, host_ip)
+        decision, runner, allocation = admission.decision, admission.runner, admission.allocation
+        self.context.liveness.recorded(runner)
+        if note is not None:
             log.info("runner %d: %s", runner.runner_id, note)
-            await record.event("address", note, runner.runner_id)
         previous = decision.previous
         if decision.kind == "reclaimed" and previous is not None:
             log.warning(
@@ -279,14 +255,6 @@ class JoinSession:
                 previous.last_seen.isoformat(),
                 who,
             )
-        allocation = allocation_for(context, runner, host_ip)
-        try:
-            await asyncio.to_thread(context.dataplane.runner_up, runner, allocation)
-        except KrnetError as exc:
-            name = tunnel_name(runner.runner_id)
-            COUNTERS.dataplane_failed()
-            await record.event("tunnel_failed", f"{name}: {exc}")
-            raise ProtocolError("internal", f"the host could not build {name}: {exc}") from None
         log.info(
             "runner %d %s %s: subnet %s, VNI %d",
             runner.runner_id,
@@ -319,15 +287,26 @@ class JoinSession:
                 await self.send(self.channel.sign(Bye))
                 return
             assert isinstance(message, Heartbeat)
-            runner = await self.context.record.run(record_heartbeat, self.context, runner, message)
+            runner = await self._heartbeat(runner, message)
             COUNTERS.heartbeat()
-            desired = allocation_for(self.context, runner, host_ip)
+            desired = self.context.allocation(runner, host_ip)
             if message.applied != applied_of(desired):
                 log.info("runner %d has not applied its allocation; sending it again", runner_id)
             await self.send(self.channel.sign(HeartbeatAck, **desired.model_dump()))
 
+    async def _heartbeat(self, runner: RunnerRecord, heartbeat: Heartbeat) -> RunnerRecord:
+        """A heartbeat with nothing new leaves its time for the next last-seen write
+        (`Liveness`); any other is written and checked now."""
+        context, observed = self.context, observed_of(heartbeat)
+        if context.liveness.coalesce(runner, observed, context.clock()):
+            return runner
+        updated = await context.record.run(record_heartbeat, context, runner, observed)
+        context.liveness.recorded(updated)
+        return updated
+
     async def _leave(self, runner_id: int) -> None:
         await self.context.record.run(self.context.record.store.release, runner_id)
+        self.context.liveness.forget([runner_id])
         await asyncio.to_thread(self.context.dataplane.runner_gone, runner_id)
         log.info("runner %d left; its id is free", runner_id)
 

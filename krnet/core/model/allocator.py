@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from krnet.core.model.records import (
     ACTIVE,
@@ -38,7 +39,28 @@ def choose_runner_id(
 
     Records whose id lies outside 1..max_runners (left over from a wider plan) take no part.
     """
-    pool = [record for record in records if 1 <= record.runner_id <= max_runners]
+    pool = in_pool(records, max_runners)
+    held = {record.runner_id for record in pool}
+    free = next((i for i in range(1, max_runners + 1) if i not in held), None)
+    inactive = [record for record in pool if record.status == INACTIVE]
+    oldest = min(inactive, key=reclaim_order, default=None)
+    return decide(pool, request, max_runners, proven=proven, free=free, oldest_inactive=oldest)
+
+
+def decide(
+    candidates: Sequence[RunnerRecord],
+    request: JoinRequest,
+    max_runners: int,
+    *,
+    proven: int | None,
+    free: int | None,
+    oldest_inactive: RunnerRecord | None,
+) -> AllocationDecision:
+    """`choose_runner_id` over what an indexed record answers: the pool's records a join may
+    return to (its proven id, or its hostname, identity hash or address; no other record can
+    match), the lowest free id, and (needed only when none is free) the inactive record
+    first in `reclaim_order`."""
+    pool = in_pool(candidates, max_runners)
     returning = next((record for record in pool if record.runner_id == proven), None)
     if returning is None:
         returning = find_returning(pool, request)
@@ -46,19 +68,25 @@ def choose_runner_id(
         enrolled = returning.identity_hash is not None and returning.runner_id != proven
         kind: AllocationKind = "reenrolled" if enrolled else "returning"
         return AllocationDecision(returning.runner_id, kind, returning)
-    held = {record.runner_id for record in pool}
-    free = next((i for i in range(1, max_runners + 1) if i not in held), None)
     if free is not None:
         return AllocationDecision(free, "new", None)
-    inactive = [record for record in pool if record.status == INACTIVE]
-    if inactive:
-        victim = min(inactive, key=lambda record: (record.last_seen, record.runner_id))
-        return AllocationDecision(victim.runner_id, "reclaimed", victim)
+    if oldest_inactive is not None:
+        return AllocationDecision(oldest_inactive.runner_id, "reclaimed", oldest_inactive)
     raise PoolExhaustedError(
         f"all {max_runners} runner ids are held by active runners, so {request.hostname} "
         f"({request.physical_ip}) cannot join: stop a runner you no longer need (its id is "
         "reclaimed once it has been silent for runner_timeout) and retry"
     )
+
+
+def in_pool(records: Sequence[RunnerRecord], max_runners: int) -> list[RunnerRecord]:
+    """Records whose id lies in 1..max_runners (others are left over from a wider plan)."""
+    return [record for record in records if 1 <= record.runner_id <= max_runners]
+
+
+def reclaim_order(record: RunnerRecord) -> tuple[datetime, int]:
+    """Which inactive record is reclaimed first: the one seen least recently, then the lowest id."""
+    return record.last_seen, record.runner_id
 
 
 def find_returning(records: Sequence[RunnerRecord], request: JoinRequest) -> RunnerRecord | None:

@@ -3,8 +3,9 @@
 Heavy (SQLAlchemy, SQLModel, Alembic): only commands that write or migrate import this module.
 Every write is one `BEGIN IMMEDIATE` transaction, so decisions are serialised across threads
 and processes; WAL lets readers (`node overlay`, the TUI) run beside a writer. `Store` is built
-from parts by responsibility: releases (`release.py`), a runner's own allocation (`own.py`)
-and runner keys (`keys.py`); this module keeps allocation, liveness, adoption and the file.
+from parts by responsibility: allocating ids to joins (`joins.py`), releases (`release.py`), a
+runner's own allocation (`own.py`) and runner keys (`keys.py`); this module keeps liveness,
+adoption and the file.
 """
 
 from __future__ import annotations
@@ -13,32 +14,29 @@ import logging
 import os
 import sqlite3
 import stat
+from collections.abc import Mapping
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sqlalchemy import Table, bindparam
 from sqlmodel import col, select
 
-from krnet.core.model.allocator import choose_runner_id
-from krnet.core.model.plan import OverlayPlan
 from krnet.core.model.records import (
     ACTIVE,
     INACTIVE,
     UNREPORTED,
-    AllocationDecision,
     EventRecord,
-    JoinRequest,
     RunnerRecord,
 )
 from krnet.core.record.database import BUSY_TIMEOUT, current_revision
-from krnet.core.record.keys import RunnerKeys, forget_retired, retire
+from krnet.core.record.joins import Allocations
+from krnet.core.record.keys import RunnerKeys
 from krnet.core.record.own import OwnAllocation
 from krnet.core.record.reader import database_path
 from krnet.core.record.release import Releases
 from krnet.core.record.rows import (
-    JOIN_EVENTS,
     change_status,
-    joined_record,
     log_event,
     to_event,
     to_record,
@@ -63,7 +61,7 @@ def _tighten(path: Path, mode: int) -> None:
         log.warning("%s was mode %o, open to group or others: made it %o", path, found, mode)
 
 
-class Store(Releases, OwnAllocation, RunnerKeys):
+class Store(Allocations, Releases, OwnAllocation, RunnerKeys):
     """The record of one node, in `<data_dir>/krnet.db`; safe to share between threads."""
 
     @classmethod
@@ -85,49 +83,6 @@ class Store(Releases, OwnAllocation, RunnerKeys):
             _tighten(path, 0o600)
         return store
 
-    def allocate(
-        self,
-        request: JoinRequest,
-        *,
-        plan: OverlayPlan,
-        now: datetime,
-        proven: int | None = None,
-        runner_key: str | None = None,
-    ) -> tuple[AllocationDecision, RunnerRecord]:
-        """Give a joining runner its id (allocator policy) and record it, in one transaction.
-
-        `proven`: the id whose key the join proved (it keeps its key). Otherwise the join is an
-        enrolment and `runner_key` the key the host issues it (docs/protocol.md, "Enrolment").
-        """
-        with self._session(write=True) as session:
-            rows = session.exec(select(RunnerRow)).all()
-            records = [to_record(row) for row in rows]
-            decision = choose_runner_id(records, request, plan.max_runners, proven=proven)
-            addresses = plan.runner(decision.runner_id)
-            row = session.get(RunnerRow, decision.runner_id)
-            if row is not None and decision.kind == "reclaimed":
-                retire(session, row, now)  # its runner is answered with it when it comes back
-            returning = decision.kind == "returning"
-            first_seen = row.first_seen if row is not None and returning else now
-            joined = joined_record(
-                decision.runner_id,
-                request,
-                vni=addresses.vni,
-                subnet=str(addresses.subnet),
-                first_seen=first_seen,
-                now=now,
-            )
-            row = to_row(joined, row)
-            if decision.runner_id != proven:
-                row.runner_key = runner_key
-            elif row.identity_hash is not None:
-                forget_retired(session, row.identity_hash)
-            session.add(row)
-            kind = JOIN_EVENTS[decision.kind]
-            log_event(session, now, kind, _join_message(decision, row), row.runner_id)
-            session.flush()
-            return decision, to_record(row)
-
     def heartbeat(
         self, runner_id: int, *, now: datetime, observed: dict[str, object]
     ) -> RunnerRecord | None:
@@ -142,6 +97,20 @@ class Store(Releases, OwnAllocation, RunnerKeys):
             session.add(row)
             session.flush()
             return to_record(row)
+
+    def touch(self, times: Mapping[int, datetime]) -> None:
+        """Write the last-seen times of active runners whose heartbeats said nothing new, all
+        in one transaction (`krnet.core.control.liveness`); other ids are left as they are."""
+        table: Table = RunnerRow.__table__  # type: ignore[attr-defined]
+        touched = (
+            table.update()
+            .where(table.c.runner_id == bindparam("id"), table.c.status == ACTIVE)
+            .values(last_seen=bindparam("seen"))
+        )
+        with self._session(write=True) as session:
+            session.connection().execute(
+                touched, [{"id": runner_id, "seen": seen} for runner_id, seen in times.items()]
+            )
 
     def mark_inactive(self, *, older_than: datetime) -> list[int]:
         """Mark active runners silent since before `older_than` inactive; their ids."""
@@ -244,22 +213,3 @@ class Store(Releases, OwnAllocation, RunnerKeys):
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
-
-
-def _join_message(decision: AllocationDecision, row: RunnerRow) -> str:
-    who = f"runner {row.runner_id} ({row.hostname}, {row.physical_ip})"
-    previous = decision.previous
-    if previous is None:
-        return f"{who} joined: {row.subnet}, VNI {row.vni}"
-    if decision.kind == "reenrolled":
-        since = previous.last_seen.isoformat()
-        return (
-            f"{who} re-enrolled: a new runner key for {row.hostname}, whose old key has not "
-            f"been heard from since {since}"
-        )
-    if decision.kind == "reclaimed":
-        since = previous.last_seen.isoformat()
-        return f"{who} joined, reclaiming the id of {previous.hostname} (silent since {since})"
-    if previous.physical_ip != row.physical_ip:
-        return f"{who} rejoined, address was {previous.physical_ip}"
-    return f"{who} rejoined"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
 
@@ -17,12 +17,13 @@ class RunnerRow(SQLModel, table=True):
     """A runner id and who holds it."""
 
     __tablename__ = "runner"
+    __table_args__ = (Index("ix_runner_status_last_seen", "status", "last_seen"),)
 
     runner_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     identity_hash: str | None = Field(default=None, index=True)  # SHA-256 of the identity
     runner_key: str | None = None  # the per-runner key of an enrolled runner (never sent again)
     hostname: str = Field(index=True)
-    physical_ip: str
+    physical_ip: str = Field(index=True)
     vni: int
     subnet: str
     status: str
