@@ -15,7 +15,8 @@ from krnet.core.observe.diagnose.check import PASS, SEVERITY
 from krnet.core.observe.diagnose.engine import format_age
 from krnet.tui.glyphs import health, problem_lines
 from krnet.tui.model import ViewData
-from krnet.tui.table import Row, TableView
+from krnet.tui.rows import Row
+from krnet.tui.table import TableView
 
 COLUMNS = ("ID", "RUNNER", "HEALTH", "PHYSICAL IP", "VNI", "SUBNET", "STATUS", "LAST SEEN", "PROBE")
 SQUEEZE = {"RUNNER": 16}
