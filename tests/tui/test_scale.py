@@ -1,5 +1,6 @@
 """The TUI with 4,095 runners (overlay_runner_prefix 20): it scrolls to the last runner and shows
-it, and a refresh draws only the rows in view, and of them only the cells that changed.
+it, a refresh draws only the rows in view, and of them only the cells that changed, and the
+Overview's spoke picture stops at a full /16 pool (trouble first) with a count of the rest.
 
 The data is given to the app by hand, undiagnosed: these tests are about the table, and the
 diagnosis of 4,095 runners is the worker's (timed by bench/tui.py, not here).
@@ -15,8 +16,10 @@ from textual.pilot import Pilot
 
 from krnet.core.model import plan
 from krnet.core.model.snapshot import NodeSnapshot
+from krnet.core.observe.diagnose.check import FAIL
 from krnet.tui.app import KrnetApp
 from krnet.tui.model import ViewData
+from krnet.tui.overview import SPOKES_SHOWN, spokes_text
 from krnet.tui.table import TableView
 from tests.tui.fleet import fleet
 from tests.tui.support import later, make_app, ready, text_of
@@ -87,3 +90,13 @@ async def test_a_refresh_redraws_only_the_changed_cells_of_the_rows_in_view() ->
         assert {str(key[1].value) for key in redrawn} == {"LAST SEEN"}
         assert rows and rows <= set(in_view)
         assert table.get_cell(key, "LAST SEEN").plain == f"{int(seen.split('s')[0]) + 2}s ago"
+
+
+def test_the_spoke_picture_of_4095_runners_puts_trouble_first_and_counts_the_rest() -> None:
+    lines = spokes_text(ViewData(big(), (), health={4000: FAIL})).plain.splitlines()
+    assert len(lines) == 1 + SPOKES_SHOWN + 1  # the hub, the spokes, the count
+    assert lines[1].startswith("├─✖ vxkr4000")
+    assert lines[2].startswith("├─✔ vxkr1 ")
+    assert (
+        lines[-1] == f"└─ … and {RUNNERS - SPOKES_SHOWN:,} more runners (2 Runners lists them all)"
+    )
