@@ -1,14 +1,16 @@
-"""Main-thread time per TUI refresh with 255 runners, against a 10-runner baseline.
+"""Main-thread time per TUI refresh at 10, 255, 1,000 and 4,095 runners, against the 10-runner run.
 
-    .venv/bin/python bench/tui.py [--refreshes 30]
+    .venv/bin/python bench/tui.py [--refreshes 30] [--runners 10,255,1000,4095]
 
-Replays a recorded 255-runner host snapshot (tests/fixtures/snapshots/host_255.json) with
-counters and clocks advancing, in a headless app at 120x40. For each refresh it times
-`KrnetApp.apply` (every view redrawn from the data, wall clock) and the UI thread's CPU time
-for apply plus the layout and screen update it causes (thread_time, so sleeps and other
-processes on the machine do not count); the worker's share (diagnosis, rates) is timed
-apart, in the same way the app runs it off the UI thread. Prints
-median and p95 of each, and the 255/10 ratio measured in the same process.
+Replays a synthetic host (tests/tui/fleet.py: the recorded 255-runner host widened to
+overlay_runner_prefix 20) with counters and clocks advancing, in a headless app at 120x40. For
+each refresh it times `KrnetApp.apply` (the visible view redrawn from the data, wall clock) and
+the UI thread's CPU time for apply plus the layout and screen update it causes (thread_time, so
+sleeps and other processes on the machine do not count), and then every view redrawn. The
+worker's share (diagnosis, rates) is timed apart, as the app runs it off the UI thread; the
+diagnosis is timed on the first `--diagnoses` refreshes and reused after (at 4,095 runners it
+takes seconds, and the UI thread's share does not depend on it). Prints median and p95 of each,
+and each size's ratio to the first size, all measured in the same process.
 """
 
 from __future__ import annotations
@@ -30,29 +32,10 @@ from textual.pilot import Pilot
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from krnet.core.model.plan import runner_id_from_tunnel  # noqa: E402
 from krnet.core.model.snapshot import NodeSnapshot  # noqa: E402
-from krnet.core.model.snapshot_json import load_file  # noqa: E402
 from krnet.tui.app import VIEW_IDS, KrnetApp  # noqa: E402
-from krnet.tui.model import ViewData, ViewModel  # noqa: E402
-
-FIXTURE = ROOT / "tests" / "fixtures" / "snapshots" / "host_255.json"
-
-
-def trimmed(snapshot: NodeSnapshot, runners: int) -> NodeSnapshot:
-    """The same host with only its first `runners` runners and their tunnels."""
-    keep = {runner.runner_id for runner in snapshot.runners[:runners]}
-    links = {
-        name: link
-        for name, link in snapshot.links.items()
-        if runner_id_from_tunnel(name) is None or runner_id_from_tunnel(name) in keep
-    }
-    return dataclasses.replace(
-        snapshot,
-        runners=snapshot.runners[:runners],
-        links=links,
-        probes={rid: probe for rid, probe in snapshot.probes.items() if rid in keep},
-    )
+from krnet.tui.model import RateTracker, ViewData  # noqa: E402
+from tests.tui.fleet import fleet, lift_runner_cap  # noqa: E402
 
 
 def advanced(snapshot: NodeSnapshot, step: int) -> NodeSnapshot:
@@ -74,11 +57,28 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def measure(base: NodeSnapshot, refreshes: int) -> dict[str, list[float]]:
+class Worker:
+    """The gather worker's share: diagnosis (the first `diagnoses` times) and rates."""
+
+    def __init__(self, diagnoses: int) -> None:
+        self.diagnoses = diagnoses
+        self.rates = RateTracker()
+        self.diagnosed: ViewData | None = None
+
+    def __call__(self, snapshot: NodeSnapshot) -> ViewData:
+        if self.diagnoses > 0 or self.diagnosed is None:
+            self.diagnoses -= 1
+            self.diagnosed = ViewData.of(snapshot)
+        known = self.diagnosed
+        rates = self.rates.update(snapshot)
+        return ViewData(snapshot, known.checks, known.health, known.mismatches, rates)
+
+
+async def measure(base: NodeSnapshot, refreshes: int, diagnoses: int) -> dict[str, list[float]]:
     """Times (ms) of the worker's and the UI thread's share of each refresh."""
-    app = KrnetApp(lambda: base, refresh_interval=3600, where="bench")
+    app = KrnetApp(lambda: fleet(3), refresh_interval=3600, where="bench")
     times: dict[str, list[float]] = {"worker": [], "apply": [], "ui thread": [], "all views": []}
-    model = ViewModel()
+    worker = Worker(diagnoses)
     async with app.run_test(size=(120, 40)) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -87,12 +87,13 @@ async def measure(base: NodeSnapshot, refreshes: int) -> dict[str, list[float]]:
             app.action_view(VIEW_IDS[step % len(VIEW_IDS)])  # each view takes its turn
             await pilot.pause()
             start = time.perf_counter()
-            data = model.update(advanced(base, step))
-            times["worker"].append(_ms(start, time.perf_counter()))
+            data = worker(advanced(base, step))
+            if step <= diagnoses:
+                times["worker"].append(_ms(start, time.perf_counter()))
             wall, cpu = await _ui_time(pilot, partial(app.apply, data))
             times["apply"].append(wall)
             times["ui thread"].append(cpu)
-            data = model.update(advanced(base, step))  # fresh data, so every view redraws
+            data = worker(advanced(base, step))  # fresh data, so every view redraws
             redraw_all = partial(_show_all, views, data)
             times["all views"].append((await _ui_time(pilot, redraw_all))[1])
         app.exit()
@@ -123,24 +124,29 @@ def report(label: str, times: dict[str, list[float]]) -> dict[str, float]:
     for part, values in times.items():
         medians[part] = statistics.median(values)
         p95 = percentile(values, 0.95)
-        print(f"{label:>12} {part:<10} median {medians[part]:7.1f} ms   p95 {p95:7.1f} ms")
+        print(f"{label:>14} {part:<10} median {medians[part]:8.1f} ms   p95 {p95:8.1f} ms")
     return medians
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--refreshes", type=int, default=30)
+    parser.add_argument("--runners", default="10,255,1000,4095", help="sizes, the first the base")
+    parser.add_argument("--diagnoses", type=int, default=2, help="refreshes with a diagnosis")
     args = parser.parse_args(argv)
-    full = load_file(FIXTURE)
-
-    def run(snapshot: NodeSnapshot) -> dict[str, list[float]]:
-        return asyncio.run(measure(snapshot, args.refreshes))
-
+    sizes = [int(size) for size in args.runners.split(",")]
+    lift_runner_cap()
     print(f"{args.refreshes} refreshes each, headless 120x40, Python {sys.version.split()[0]}")
-    baseline = report("10 runners", run(trimmed(full, 10)))
-    scaled = report("255 runners", run(full))
-    for part in baseline:
-        print(f"{'ratio':>12} {part:<10} 255/10 = {scaled[part] / baseline[part]:.1f}x")
+    medians = {}
+    for size in sizes:
+        times = asyncio.run(measure(fleet(size), args.refreshes, args.diagnoses))
+        medians[size] = report(f"{size:,} runners", times)
+    base = sizes[0]
+    for size in sizes[1:]:
+        ratios = "   ".join(
+            f"{p} {medians[size][p] / medians[base][p]:.1f}x" for p in medians[base]
+        )
+        print(f"{'ratio':>14} {size}/{base}: {ratios}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ from rich.console import RenderableType
 from rich.text import Text
 
 from krnet.tui.model import ViewData
-from krnet.tui.table import Row, TableView
+from krnet.tui.rows import Row
+from krnet.tui.table import TableView
 
 COLUMNS = ("TIME", "KIND", "RUNNER", "MESSAGE")
 SQUEEZE = {"MESSAGE": 20}  # whole in the detail pane

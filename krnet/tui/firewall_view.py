@@ -10,7 +10,8 @@ from krnet.core.observe.diagnose.check import FAIL, PASS, WARN, Context
 from krnet.core.observe.diagnose.firewall import expected_rules, guard_drops, guard_peers
 from krnet.tui.glyphs import mark, problems_or
 from krnet.tui.model import ViewData
-from krnet.tui.table import Row, TableView
+from krnet.tui.rows import Row
+from krnet.tui.table import TableView
 
 # a rule's verdict has a column of its own, so cutting the match to fit never hides it
 COLUMNS = ("STATE", "TABLE", "CHAIN", "RULE", "VERDICT", "PACKETS", "BYTES")

@@ -10,7 +10,8 @@ from krnet.core.model.plan import RUNNER_TUNNEL, runner_id_from_tunnel
 from krnet.core.observe.diagnose.check import FAIL
 from krnet.tui.glyphs import mark
 from krnet.tui.model import HISTORY, LinkRates, ViewData, human_rate, spark
-from krnet.tui.table import Row, TableView
+from krnet.tui.rows import Row
+from krnet.tui.table import TableView
 
 COLUMNS = (
     "NAME",

@@ -10,7 +10,8 @@ from krnet.core.observe.diagnose.check import FAIL, PASS, Check, Context
 from krnet.core.observe.diagnose.engine import MTU_CHECKS
 from krnet.tui.glyphs import mark, problems_or, unseen
 from krnet.tui.model import ViewData
-from krnet.tui.table import Row, TableView
+from krnet.tui.rows import Row
+from krnet.tui.table import TableView
 
 COLUMNS = ("WHERE", "WHAT", "MTU", "EXPECTED", "STATE")
 SQUEEZE = {"WHERE": 14, "WHAT": 16}  # both name runners; the detail names them whole

@@ -8,7 +8,7 @@ from textual.containers import Container, Vertical, VerticalScroll
 from textual.widgets import Static
 
 from krnet.core.model.plan import HOST_DEVICE, RUNNER_TUNNEL
-from krnet.core.model.records import ACTIVE
+from krnet.core.model.records import ACTIVE, RunnerRecord
 from krnet.core.observe.diagnose.check import FAIL, PASS, WARN, Context
 from krnet.core.observe.diagnose.engine import worst_first
 from krnet.tui.glyphs import GLYPH, STYLE, glyph, problem_lines
@@ -16,6 +16,9 @@ from krnet.tui.model import ViewData
 from krnet.tui.runners import probe_cell
 
 PROBLEMS_SHOWN = 40
+# spokes drawn at most (a full /16 pool); past that, those in trouble first and a count of the
+# rest: a Static lays out every line it holds, and the Runners view lists every runner anyway
+SPOKES_SHOWN = 255
 
 
 def summary_text(data: ViewData) -> Text:
@@ -66,8 +69,10 @@ def spokes_text(data: ViewData) -> Text:
         text.append(f"◉ host {remote}\n", style="bold")
     if not ctx.runners:
         text.append("└─ no runners yet\n", style="dim")
-    for position, runner in enumerate(ctx.runners):
-        last = position == len(ctx.runners) - 1
+    shown = _spoked(data, ctx.runners)
+    more = len(ctx.runners) - len(shown)
+    for position, runner in enumerate(shown):
+        last = position == len(shown) - 1 and not more
         status = data.health.get(runner.runner_id, PASS)
         inactive = runner.status != ACTIVE
         text.append("└─" if last else "├─", style="dim")
@@ -79,7 +84,18 @@ def spokes_text(data: ViewData) -> Text:
         )
         text.append(_spoke_note(data, runner.runner_id, inactive), style=STYLE[status])
         text.append("\n")
+    if more:
+        text.append(f"└─ … and {more:,} more runners (2 Runners lists them all)\n", style="dim")
     return text
+
+
+def _spoked(data: ViewData, runners: tuple[RunnerRecord, ...]) -> list[RunnerRecord]:
+    """Every runner up to SPOKES_SHOWN; past that, those with problems first, then the rest."""
+    if len(runners) <= SPOKES_SHOWN:
+        return list(runners)
+    troubled = [r for r in runners if r.runner_id in data.health]
+    fine = [r for r in runners if r.runner_id not in data.health]
+    return (troubled + fine)[:SPOKES_SHOWN]
 
 
 def _spoke_note(data: ViewData, runner_id: int, inactive: bool) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from ipaddress import IPv4Address
 
 from rich.console import RenderableType
@@ -15,7 +16,8 @@ from krnet.core.observe.diagnose.check import PASS, SEVERITY
 from krnet.core.observe.diagnose.engine import format_age
 from krnet.tui.glyphs import health, problem_lines
 from krnet.tui.model import ViewData
-from krnet.tui.table import Row, TableView
+from krnet.tui.rows import Row
+from krnet.tui.table import TableView
 
 COLUMNS = ("ID", "RUNNER", "HEALTH", "PHYSICAL IP", "VNI", "SUBNET", "STATUS", "LAST SEEN", "PROBE")
 SQUEEZE = {"RUNNER": 16}
@@ -73,7 +75,9 @@ def _probe_key(probe: ProbeResult | None) -> float | None:
     return 1e9 * probe.loss + (probe.rtt_ms or 0.0)
 
 
+@lru_cache(maxsize=8192)
 def _address_key(text: str) -> int | str:
+    """An address as the number it sorts by (parsed once: a refresh asks for every runner's)."""
     try:
         return int(IPv4Address(text))
     except ValueError:

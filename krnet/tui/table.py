@@ -1,9 +1,11 @@
 """TableView: the widget every tabular view shares (filter with `/`, sort with `s`, detail pane).
 
 A view subclasses it with its columns and three pure functions of ViewData: `rows`,
-`summary` and `detail`.
-Refreshing updates only the cells that changed, so the cursor, scroll position and a
-255-runner table survive a refresh every two seconds.
+`summary` and `detail` (rows are krnet.tui.rows.Row).
+A refresh costs the UI thread in proportion to what changed and what is in view, not to the
+rows there are: column widths grow from the rows that are new or changed (each row measured
+once), changed cells go into the Grid in one step, and only the rows in view are drawn, so the
+cursor, scroll position and a table of 4,095 runners survive a refresh every two seconds.
 The table never needs horizontal scrolling: `fit_columns` narrows the columns a view lets be cut
 (their cells end in `…`; the detail pane has them whole), then gives up the columns it names as
 the least useful, until the table fits its width.
@@ -11,11 +13,9 @@ the least useful, until the table fits its width.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import ClassVar
 
-from rich.cells import cell_len
 from rich.console import RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
@@ -24,101 +24,9 @@ from textual.containers import Vertical
 from textual.events import Resize
 from textual.widgets import DataTable, Input, Static
 
-from krnet.core.model.text import printable
+from krnet.tui.grid import Change, Grid
 from krnet.tui.model import ViewData
-
-
-@dataclass(frozen=True)
-class Row:
-    """One table row: a stable key, the cells shown, and the values each column sorts by."""
-
-    key: str
-    cells: tuple[RenderableType, ...]
-    sort: tuple[Any, ...]
-
-    def __post_init__(self) -> None:
-        # DataTable reads a str cell as markup: a hostname `[/]` would crash the view and
-        # `[reverse]x` be drawn styled. Cells are network strings: text, escaped.
-        cells = tuple(Text(printable(c)) if isinstance(c, str) else c for c in self.cells)
-        object.__setattr__(self, "cells", cells)
-
-    def matches(self, needle: str) -> bool:
-        return any(needle in _plain(cell).lower() for cell in self.cells)
-
-
-def _plain(cell: RenderableType) -> str:
-    return cell.plain if isinstance(cell, Text) else str(cell)
-
-
-def filtered_sorted(
-    rows: Sequence[Row], needle: str, column: int | None, reverse: bool
-) -> list[Row]:
-    """The rows matching `needle` (case-insensitive), ordered by `column` when one is set."""
-    needle = needle.strip().lower()
-    shown = [row for row in rows if row.matches(needle)] if needle else list(rows)
-    if column is not None:
-        shown.sort(key=lambda row: _sort_key(row.sort[column]), reverse=reverse)
-    return shown
-
-
-Layout = tuple[tuple[str, int], ...]  # the columns shown, in order, each with its width
-
-
-def natural_widths(columns: Sequence[str], rows: Sequence[Row]) -> dict[str, int]:
-    """The width each column needs to show its header and every cell whole."""
-    return {
-        label: max(cell_len(label), *(cell_len(_plain(row.cells[i])) for row in rows))
-        for i, label in enumerate(columns)
-    }
-
-
-def fit_columns(
-    natural: Mapping[str, int],
-    available: int,
-    squeeze: Mapping[str, int],
-    drop: Sequence[str],
-    padding: int = 2,
-) -> Layout:
-    """The columns that fit in `available` cells, each column taking `padding` more.
-
-    First the `squeeze` columns narrow (the widest first, none below its minimum); when that is
-    not enough, the `drop` columns go, in that order, and the squeezed ones widen again into the
-    room they leave.
-    """
-    shown = list(natural)
-    for gone in (None, *drop):
-        if gone is not None:
-            shown.remove(gone)
-        widths = {label: natural[label] for label in shown}
-        over = sum(widths.values()) + padding * len(shown) - available
-        while over > 0:
-            narrowable = [c for c in squeeze if c in widths and widths[c] > squeeze[c]]
-            if not narrowable:
-                break
-            widest = max(narrowable, key=widths.__getitem__)
-            widths[widest] -= 1
-            over -= 1
-        if over <= 0:
-            break
-    return tuple(widths.items())
-
-
-def _fitted(cell: RenderableType) -> RenderableType:
-    """A cell on one line, cut with `…` when its column is narrower."""
-    if isinstance(cell, str):
-        return Text(cell, no_wrap=True, overflow="ellipsis", end="")
-    if isinstance(cell, Text):
-        fitted = cell.copy()
-        fitted.no_wrap, fitted.overflow, fitted.end = True, "ellipsis", ""
-        return fitted
-    return cell
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    """None last; numbers before text so a column of either sorts without a TypeError."""
-    if value is None:
-        return (2, 0)
-    return (0, value) if isinstance(value, int | float) else (1, str(value))
+from krnet.tui.rows import Layout, Row, filtered_sorted, fit_columns, fitted, widest
 
 
 class TableView(Vertical):
@@ -154,7 +62,9 @@ class TableView(Vertical):
         self.needle = ""
         self.sort_column: int | None = None
         self.reverse = False
-        self._cells: dict[str, tuple[RenderableType, ...]] = {}
+        self._built: tuple[ViewData, list[Row]] | None = None  # the rows of `data`, made once
+        self._measured: dict[str, Row] = {}  # each row as last measured, by key
+        self._held: dict[str, Row] = {}  # the rows the grid holds, in its order
         self._layout: Layout = ()
         self._widest: dict[str, int] = {}  # natural widths seen so far: columns never jitter
 
@@ -163,14 +73,13 @@ class TableView(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(classes="summary")
         yield Input(placeholder="filter (Enter: keep, Esc: clear)", classes="filter")
-        table: DataTable[RenderableType] = DataTable(cursor_type="row", zebra_stripes=True)
-        yield table
+        yield Grid(cursor_type="row", zebra_stripes=True)
         yield Static(classes="status")
         yield Static(classes="detail")
 
     @property
-    def table(self) -> DataTable[RenderableType]:
-        return self.query_one(DataTable)
+    def table(self) -> Grid:
+        return self.query_one(Grid)
 
     @property
     def filter_input(self) -> Input:
@@ -188,22 +97,31 @@ class TableView(Vertical):
     def show(self, data: ViewData) -> None:
         """Redraw from a new refresh."""
         self.data = data
-        self.query_one(".summary", Static).update(self.summary(data))
+        self._put(".summary", self.summary(data))
         self._redraw()
 
     def _redraw(self) -> None:
         if self.data is None:
             return
-        all_rows = self.rows(self.data)
+        all_rows = self._rows_of(self.data)
         rows = filtered_sorted(all_rows, self.needle, self.sort_column, self.reverse)
-        self._sync(rows, self._fit(all_rows))
-        self.query_one(".status", Static).update(self._status(len(rows), len(all_rows)))
+        self._sync(rows, self._fit())
+        self._put(".status", self._status(len(rows), len(all_rows)))
         self._show_detail()
 
-    def _fit(self, rows: list[Row]) -> Layout:
+    def _rows_of(self, data: ViewData) -> list[Row]:
+        """The rows of `data` (made once however often it is redrawn); the column widths grown
+        by the cells that are new or changed since the last refresh."""
+        if self._built is not None and self._built[0] is data:
+            return self._built[1]
+        rows = self.rows(data)
+        self._widest = widest(self.COLUMNS, rows, self._measured, self._widest)
+        self._measured = {row.key: row for row in rows}
+        self._built = (data, rows)
+        return rows
+
+    def _fit(self) -> Layout:
         """The layout for the width this view has now (the screen's, before its first layout)."""
-        natural = natural_widths(self.COLUMNS, rows)
-        self._widest = {c: max(w, self._widest.get(c, 0)) for c, w in natural.items()}
         table = self.table
         width = self.size.width or self.app.size.width
         available = width - table.styles.scrollbar_size_vertical
@@ -216,22 +134,35 @@ class TableView(Vertical):
             table.clear(columns=True)
             for label, width in layout:
                 table.add_column(label, key=label, width=width)
-            self._layout, self._cells = layout, {}
+            self._layout, self._held = layout, {}
         shown = [(label, self.COLUMNS.index(label)) for label, _width in layout]
         keys = [row.key for row in rows]
-        if keys == list(self._cells):
-            for row in rows:
-                old = self._cells[row.key]
-                for label, i in shown:
-                    if row.cells[i] != old[i]:
-                        table.update_cell(row.key, label, _fitted(row.cells[i]))
+        if keys == list(self._held):
+            table.replace_cells(self._changes(rows, shown))
         else:
             table.clear()
             for row in rows:
-                table.add_row(*(_fitted(row.cells[i]) for _label, i in shown), key=row.key)
+                table.add_row(*(fitted(row.cells[i]) for _label, i in shown), key=row.key)
             if keep in keys:
                 table.move_cursor(row=keys.index(keep), animate=False)
-        self._cells = {row.key: row.cells for row in rows}
+        self._held = {row.key: row for row in rows}
+
+    def _changes(self, rows: list[Row], shown: list[tuple[str, int]]) -> list[Change]:
+        """The cells of `rows` that differ from what the grid holds."""
+        changes: list[Change] = []
+        for row in rows:
+            old = self._held[row.key].cells
+            if old is not row.cells:
+                changes += [
+                    (row.key, c, fitted(row.cells[i])) for c, i in shown if row.cells[i] != old[i]
+                ]
+        return changes
+
+    def _put(self, selector: str, content: RenderableType) -> None:
+        """Update a Static only when its content changed: an update lays out the whole screen."""
+        static = self.query_one(selector, Static)
+        if static.content != content:
+            static.update(content)
 
     def _status(self, shown: int, total: int) -> Text:
         parts = [f"{shown} of {total}" if shown != total else f"{total} rows"]
@@ -244,8 +175,7 @@ class TableView(Vertical):
 
     def _show_detail(self) -> None:
         if self.data is not None:
-            detail = self.detail(self.data, self.highlighted_key())
-            self.query_one(".detail", Static).update(detail)
+            self._put(".detail", self.detail(self.data, self.highlighted_key()))
 
     # -- events and actions -----------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ from rich.text import Text
 from krnet.core.observe.diagnose.check import FAIL, PASS, WARN, Context
 from krnet.tui.glyphs import mark, problems_or, unseen
 from krnet.tui.model import ViewData
-from krnet.tui.table import Row, TableView
+from krnet.tui.rows import Row
+from krnet.tui.table import TableView
 
 COLUMNS = ("ID", "RUNNER", "EXPECTED", "RECORD", "THIS END", "FAR END", "PORT", "STATE")
 SQUEEZE = {"RUNNER": 16}
