@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from krnet.core.model.snapshot import NodeSnapshot  # noqa: E402
 from krnet.tui.app import VIEW_IDS, KrnetApp  # noqa: E402
 from krnet.tui.model import RateTracker, ViewData  # noqa: E402
-from tests.tui.fleet import fleet, lift_runner_cap  # noqa: E402
+from tests.tui.fleet import fleet  # noqa: E402
 
 
 def advanced(snapshot: NodeSnapshot, step: int) -> NodeSnapshot:
@@ -135,7 +135,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--diagnoses", type=int, default=2, help="refreshes with a diagnosis")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.runners.split(",")]
-    lift_runner_cap()
     print(f"{args.refreshes} refreshes each, headless 120x40, Python {sys.version.split()[0]}")
     medians = {}
     for size in sizes:

@@ -11,7 +11,6 @@ import dataclasses
 from pathlib import Path
 
 from krnet.core.dataplane import firewall
-from krnet.core.model import plan as plan_module
 from krnet.core.model.node_state import LinkInfo, ProbeResult, RouteInfo, RuleInfo
 from krnet.core.model.plan import OverlayPlan, tunnel_name
 from krnet.core.model.records import RunnerRecord
@@ -23,14 +22,8 @@ RUNNER_PREFIX = 20  # 4,095 runner blocks inside the default /8
 TEMPLATE = 9  # the healthy runner every synthetic one is shaped after
 
 
-def lift_runner_cap() -> None:
-    """Let the plan give ids up to 4,095, as B2's scale-out does (until it is merged here)."""
-    plan_module.MAX_RUNNERS = max(plan_module.MAX_RUNNERS, 4095)
-
-
 def fleet(runners: int, base: NodeSnapshot | None = None) -> NodeSnapshot:
-    """A host with `runners` runners (ids 1..runners), planned at /20 (call lift_runner_cap
-    first for more than 255)."""
+    """A host with `runners` runners (ids 1..runners), planned at /20 (4,095 blocks)."""
     base = base or load_file(FIXTURE)
     settings = dataclasses.replace(base.settings, overlay_runner_prefix=RUNNER_PREFIX)
     plan = settings.plan()

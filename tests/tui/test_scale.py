@@ -8,13 +8,10 @@ diagnosis of 4,095 runners is the worker's (timed by bench/tui.py, not here).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import cache
 
-import pytest
 from textual.pilot import Pilot
 
-from krnet.core.model import plan
 from krnet.core.model.snapshot import NodeSnapshot
 from krnet.core.observe.diagnose.check import FAIL
 from krnet.tui.app import KrnetApp
@@ -25,12 +22,6 @@ from tests.tui.fleet import fleet
 from tests.tui.support import later, make_app, ready, text_of
 
 RUNNERS = 4095
-
-
-@pytest.fixture(autouse=True)
-def ids_up_to_4095(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(plan, "MAX_RUNNERS", max(plan.MAX_RUNNERS, RUNNERS))
-    yield
 
 
 @cache
