@@ -117,15 +117,3 @@ async def test_many_joins_at_once_each_get_one_id_and_one_join_event(
     assert sorted(a.runner_id for a in allocations) == list(range(1, count + 1))
     joins = [e for e in host.store.events() if e.kind == "join"]
     assert sorted(e.runner_id or 0 for e in joins) == list(range(1, count + 1))
-
-
-async def test_a_runner_is_probed_only_once_its_tunnel_is_built(start_host: StartHost) -> None:
-    plane = GatedPlane()
-    host = await start_host(dataplane=plane, probe_interval=0.05)
-    first = await held_first_join(host, plane)
-    probes = len(plane.calls)
-    await wait_until(lambda: plane.calls[probes:].count(("probe", [])) >= 3, WAIT)
-    assert ("probe", [1]) not in plane.calls  # recorded active, its tunnel not built yet
-    plane.gate.set()
-    await first
-    await wait_until(lambda: ("probe", [1]) in plane.calls, WAIT)

@@ -68,7 +68,6 @@ class JoinBatcher:
         self.context = context
         self._queue: list[_Waiting] = []
         self._serving: asyncio.Task[None] | None = None
-        self.building: set[int] = set()  # ids recorded whose tunnels are being built: not probed
 
     @property
     def queued(self) -> int:
@@ -122,11 +121,7 @@ class JoinBatcher:
         tunnels = [(admission.runner, admission.allocation) for _, admission in admitted]
         if len(batch) > 1:
             log.info("%d joins decided together: %d ids given", len(batch), len(tunnels))
-        self.building = {runner.runner_id for runner, _ in tunnels}
-        try:
-            failed = await asyncio.to_thread(self._build, tunnels)
-        finally:
-            self.building = set()
+        failed = await asyncio.to_thread(self._build, tunnels)
         for waiting, admission in admitted:
             error = failed.get(admission.runner.runner_id)
             if error is None:

@@ -176,9 +176,8 @@ class HostService:
 
     async def _probe_active(self) -> None:
         runners = await self.context.record.run(self.store.runners)
-        building = self.joins.building  # recorded, tunnel not built yet: nothing to probe
+        # the plane probes only the tunnels it has built and read back (HostPlane.probe)
         active = [r.runner_id for r in runners if r.status == ACTIVE]
-        active = [runner_id for runner_id in active if runner_id not in building]
         await asyncio.to_thread(self.context.dataplane.probe, active)
 
     async def _reconcile(self) -> None:
