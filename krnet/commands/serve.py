@@ -33,9 +33,8 @@ SPARE_FILES = 64
 
 def run(args: argparse.Namespace) -> int:
     """Run in the configured mode (or --mode) until a signal; exit 0."""
-    from krnet.core.record.store import Store
-
     from krnet.config.checks import warnings
+    from krnet.core.record.store import Store
 
     loaded = load_settings(args)
     settings = loaded.settings

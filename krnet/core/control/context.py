@@ -16,6 +16,7 @@ from functools import partial
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING, Literal, ParamSpec, TypeAlias, TypeVar
 
+from krnet.core.control.peers import PeerTable
 from krnet.core.model.settings import is_loopback_reachable_address
 from krnet.errors import ProtocolError
 
@@ -67,7 +68,18 @@ class HostContext:
     record: StoreThread
     dataplane: HostDataPlane
     clock: Callable[[], datetime]
+    peers: PeerTable = field(init=False)  # direct mode's; empty in hub mode
     _warned_loopback: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.peers = PeerTable(direct=self.settings.overlay_mode == "direct")
+
+    async def refresh_peers(self) -> bool:
+        """Direct mode: the peer table from who holds an id in the record (True: it changed,
+        every followed runner gets it pushed)."""
+        if not self.peers.direct:
+            return False
+        return self.peers.replace(await self.record.run(self.record.store.runners))
 
     def reachable_address(self, sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
         """HOST_REACHABLE_ADDRESS, or the join's local address when that setting is loopback."""

@@ -116,6 +116,8 @@ async def _release(
             continue
         log.info("runner %d (%s) released by hand (%s)", runner.runner_id, runner.hostname, why)
         done.append(_entry(released, await _remove_tunnel(context, runner.runner_id)))
+    if done:
+        await context.refresh_peers()  # direct mode: the others drop their entries
     return done
 
 
