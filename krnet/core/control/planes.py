@@ -19,6 +19,7 @@ from krnet.core.model.report import RunnerReport
 
 if TYPE_CHECKING:
     from krnet.core.dataplane.interfaces import Adoption, PlaneEvents
+    from krnet.core.model.peers import Peer
     from krnet.core.model.records import RunnerRecord
     from krnet.core.model.settings import Settings
     from krnet.core.protocol.messages import Allocation
@@ -54,6 +55,12 @@ class RunnerDataPlane(Protocol):
 
     def withdraw(self) -> list[str]:
         """Give up a lost allocation: its links, rules and overlay network (docs/operations.md)."""
+
+    def apply_peers(self, peers: Sequence[Peer]) -> None:
+        """Direct mode: build `vxkrd` and exactly these peers' route, neighbour and FDB entries."""
+
+    def withdraw_direct(self) -> list[str]:
+        """Hub mode (or leaving): remove `vxkrd` and every peer entry with it."""
 
 
 @dataclass
@@ -95,6 +102,13 @@ class NullRunnerDataPlane:
 
     def withdraw(self) -> list[str]:
         self.calls.append(("withdraw", None))
+        return []
+
+    def apply_peers(self, peers: Sequence[Peer]) -> None:
+        self.calls.append(("apply_peers", tuple(peers)))
+
+    def withdraw_direct(self) -> list[str]:
+        self.calls.append(("withdraw_direct", None))
         return []
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         PlaneEvents,
         RunnerAllocation,
     )
+    from krnet.core.model.peers import Peer
     from krnet.core.model.settings import Settings
 
 log = logging.getLogger("krnet.runner")
@@ -59,6 +61,7 @@ class RunnerPlane:
         self._docker_error: str | None = None
         self._reconciled_at = 0.0
         self._reconcile_error: str | None = None
+        self._peers: tuple[Peer, ...] | None = None  # None: hub mode
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
@@ -155,6 +158,17 @@ class RunnerPlane:
         for change in changes:
             log.warning("lost allocation: %s", change)
         return changes
+
+    def apply_peers(self, peers: Sequence[Peer]) -> None:
+        """Direct mode on with these peers (the kernel side is built by the next converge)."""
+        with self._lock:
+            self._peers = tuple(peers)
+
+    def withdraw_direct(self) -> list[str]:
+        """Direct mode off: no peers are kept."""
+        with self._lock:
+            self._peers = None
+        return []
 
     @property
     def selected_network(self) -> str:

@@ -3,7 +3,8 @@
 The runner data plane builds it, the agent sends its wire form in every heartbeat, the host
 stores that form in the record (`RunnerRecord.observed`, with the host's `applied` beside it),
 and status, diagnosis and the TUI read it through `RunnerRecord.report`. The wire form has
-three shapes, kept exactly: every link key (a runner with its overlay), `{"error": ...}` alone
+three shapes, kept exactly: every link key (a runner with its overlay; `direct_peers` only in
+direct mode, so hub mode's report is unchanged), `{"error": ...}` alone
 (it could not read its links) and `{}` (nothing to report: no overlay data plane).
 """
 
@@ -13,7 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
+from krnet.core.model.codec import decode, encode
+from krnet.core.model.peers import PeerPath
+
 T = TypeVar("T")
+UNLISTED = ("error", "direct_peers")  # the error travels alone; peers only when there are some
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class RunnerReport:
     docker_available: bool | None = None
     docker_error: str | None = None
     network: str | None = None  # the Docker network its containers should use
+    direct_peers: tuple[PeerPath, ...] = ()  # direct mode only: each pair's path
     error: str | None = None  # the runner could not read its links; nothing else is said
 
     @classmethod
@@ -51,9 +57,11 @@ class RunnerReport:
         if self.empty:
             return {}
         wire: dict[str, object] = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name != "error"
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in UNLISTED
         }
         wire["bridge_addresses"] = list(self.bridge_addresses)
+        if self.direct_peers:  # hub mode's report stays exactly what it was
+            wire["direct_peers"] = encode(self.direct_peers)
         return wire
 
     @classmethod
@@ -74,8 +82,20 @@ class RunnerReport:
             docker_available=_of(bool, observed.get("docker_available")),
             docker_error=_of(str, observed.get("docker_error")),
             network=_of(str, observed.get("network")),
+            direct_peers=_peers(observed.get("direct_peers")),
             error=_of(str, observed.get("error")) or None,
         )
+
+
+def _peers(value: object) -> tuple[PeerPath, ...]:
+    """The reported pairs; a malformed list is unsaid, like any other wrong value."""
+    if not isinstance(value, list):
+        return ()
+    try:
+        peers: tuple[PeerPath, ...] = decode(tuple[PeerPath, ...], value, "direct_peers")
+    except (ValueError, TypeError, KeyError):
+        return ()
+    return peers
 
 
 def _of(kind: type[T], value: object) -> T | None:
