@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
-from krnet.core.protocol.messages import PeerEntry
+from pydantic import JsonValue
+
+from krnet.core.protocol.messages import PeerEntry, Peers
 
 if TYPE_CHECKING:
     from krnet.core.model.records import RunnerRecord
+    from krnet.core.protocol.channel import Channel
+    from krnet.core.protocol.framing import JsonObject
+
+Send = Callable[[bytes], Awaitable[None]]
 
 log = logging.getLogger("krnet.host")
 
@@ -58,3 +64,20 @@ class PeerTable:
         while self.generation <= generation:
             await self._newer.wait()
         return self.generation
+
+
+async def push_peers(table: PeerTable, channel: Channel, send: Send, sent: int) -> None:
+    """Push each newer table to one followed runner, from generation `sent` on, until the
+    session cancels it (the welcome carried generation `sent`)."""
+    while True:
+        sent = await table.newer_than(sent)
+        peers: list[JsonValue] = [peer.model_dump() for peer in table.peers]
+        await send(channel.sign(Peers, generation=sent, peers=peers))
+
+
+def welcome_peers(table: PeerTable) -> JsonObject:
+    """The welcome's peer fields: the table and its generation in direct mode, none in hub."""
+    if not table.direct:
+        return {}
+    peers: list[JsonValue] = [peer.model_dump() for peer in table.peers]
+    return {"peers": peers, "peers_generation": table.generation}

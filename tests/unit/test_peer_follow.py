@@ -1,0 +1,42 @@
+"""The runner follows its host's mode and peer table: every peer but itself, applied once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from krnet.core.control.peer_follow import PeerFollower
+from krnet.core.control.planes import NullRunnerDataPlane
+from krnet.core.model.peers import Peer
+from krnet.core.protocol.messages import PeerEntry
+
+TABLE = [
+    PeerEntry(runner_id=1, physical_ip="192.0.2.11"),
+    PeerEntry(runner_id=2, physical_ip="192.0.2.12"),
+]
+
+
+def test_direct_mode_applies_every_peer_but_this_runner_once_per_change() -> None:
+    plane = NullRunnerDataPlane()
+    follower = PeerFollower(plane)
+
+    async def scenario() -> None:
+        await follower.follow("direct", 1, TABLE, 1)
+        await follower.follow("direct", 1, TABLE, 1)  # the same table again: a welcome after a drop
+        await follower.follow("direct", 1, TABLE[:1], 2)  # runner 2 left
+
+    asyncio.run(scenario())
+    assert plane.calls == [("apply_peers", (Peer(2, "192.0.2.12"),)), ("apply_peers", ())]
+    assert (follower.mode, follower.generation) == ("direct", 2)
+
+
+def test_a_host_in_hub_mode_withdraws_the_direct_side_only_when_there_was_one() -> None:
+    plane = NullRunnerDataPlane()
+    follower = PeerFollower(plane)
+
+    async def scenario() -> None:
+        await follower.follow("hub", 1, None, 0)  # hub from the start: nothing to withdraw
+        await follower.follow("direct", 1, TABLE, 1)
+        await follower.follow("hub", 1, None, 0)
+
+    asyncio.run(scenario())
+    assert [name for name, _ in plane.calls] == ["apply_peers", "withdraw_direct"]
