@@ -12,20 +12,19 @@ gateway, so container traffic to 198.51.100.1 leaves through the runner's NAT.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from krnet.lab.daemons import IMAGE, NodeDaemons
 from krnet.lab.namespaces import Lab, Node
+from krnet.lab.processes import ClusterNode, KrnetProcesses, krnet_command
 
 if TYPE_CHECKING:
     from krnet.lab.dockerd import DockerDaemon
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 HOST_UNDERLAY = "192.0.2.1"
 INTERNET_ADDRESS = "198.51.100.1"
 UNDERLAY_PREFIX = 24
-IMAGE = "krnet-busybox:latest"
 
 Progress = Callable[[str], None]
 
@@ -44,53 +42,8 @@ def runner_underlay(index: int) -> str:
     return f"192.0.2.{10 + index}"
 
 
-def krnet_command() -> list[str]:
-    """How to run this very krnet in a child process: the zipapp if we are one, else -m krnet."""
-    if sys.argv and sys.argv[0].endswith(".pyz"):
-        return [sys.executable, os.path.abspath(sys.argv[0])]
-    return [sys.executable, "-m", "krnet"]
-
-
-def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for krnet children: the source tree importable when we run from it."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("KRNET_")}
-    package_parent = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env | (extra or {})
-
-
 @dataclass
-class ClusterNode:
-    """One krnet node: its namespace, files and (when running) its `krnet serve`."""
-
-    name: str
-    node: Node
-    workdir: Path
-    mode: str
-    docker_host: str | None = None
-    serve: subprocess.Popen[bytes] | None = None
-
-    @property
-    def config(self) -> Path:
-        return self.workdir / "krnet.toml"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / "serve.log"
-
-    @property
-    def docker_dir(self) -> Path:
-        """dockerd's state: short and unique (unix socket paths are limited to 107 bytes)."""
-        return Path(tempfile.gettempdir()) / f"{self.node.ns}.docker"
-
-
-@dataclass
-class Cluster:
+class Cluster(KrnetProcesses, NodeDaemons):
     """Build, run and inspect a lab cluster; `close` tears everything down."""
 
     workdir: Path
@@ -158,74 +111,7 @@ class Cluster:
             "".join(f"{key} = {_toml(value)}\n" for key, value in values.items())
         )
 
-    def _start_firewalld(self, node: ClusterNode) -> None:
-        """firewalld on `node`; on the host the join port opened, as docs/firewall.md asks of
-        the operator (krnet opens only the VXLAN port, and only to members)."""
-        from krnet.core.model.settings import Settings
-        from krnet.lab.firewalld import start_firewalld
-
-        self.progress(f"starting firewalld in {node.node.ns}")
-        daemon = start_firewalld(node.node, node.workdir / "firewalld")
-        if node.mode == "host":
-            port = self.settings.get("join_port", Settings().join_port)
-            for where in (("--permanent",), ()):  # what `--permanent` and `--reload` amount to
-                daemon.cmd(*where, f"--add-port={port}/tcp")
-        self.firewalls[node.name] = daemon
-
-    def _start_dockerds(self) -> None:
-        from krnet.lab.dockerd import ensure_busybox_image
-
-        for runner in self.nodes:
-            self.progress(f"starting dockerd in {runner.node.ns}")
-            daemon = self.start_dockerd(runner)
-            self.progress(f"importing {IMAGE} (busybox) into {runner.name}'s dockerd")
-            ensure_busybox_image(daemon.docker_host, IMAGE)
-
-    def start_dockerd(self, runner: ClusterNode) -> DockerDaemon:
-        """A dockerd in `runner`'s namespace, listening where its krnet expects it."""
-        from krnet.lab.dockerd import start_dockerd
-
-        daemon = start_dockerd(runner.node.ns, runner.docker_dir, runner.node.ns)
-        assert daemon.docker_host == runner.docker_host
-        self._daemons.append(daemon)
-        return daemon
-
-    def stop_dockerd(self, runner: ClusterNode) -> None:
-        """Stop `runner`'s dockerd; its containers and state go with it (start_dockerd anew)."""
-        for daemon in [d for d in self._daemons if d.netns == runner.node.ns]:
-            daemon.stop()
-            self._daemons.remove(daemon)
-
     # -- running krnet ------------------------------------------------------------------------
-
-    def start(self, node: ClusterNode) -> None:
-        """Start `krnet serve` on `node` (logs appended to its serve.log)."""
-        extra = {"DOCKER_HOST": node.docker_host} if node.docker_host else {}
-        log = node.log.open("ab")
-        node.serve = node.node.popen(
-            [
-                *self.command,
-                "--config",
-                str(node.config),
-                "--data-dir",
-                str(node.data_dir),
-                "serve",
-            ],
-            env=_child_env(extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self, node: ClusterNode, *, kill: bool = False, timeout: float = 10.0) -> int | None:
-        """Stop `krnet serve` on `node` (SIGTERM, or SIGKILL with kill=True); its exit code."""
-        process, node.serve = node.serve, None
-        if process is None:
-            return None
-        if kill:
-            process.kill()
-        else:
-            process.terminate()
-        return process.wait(timeout=timeout)
 
     def start_all(self, timeout: float = 60.0) -> None:
         """Host first, then runners one by one, so runner i gets id i (ids go in join order)."""
@@ -235,26 +121,6 @@ class Cluster:
             self.progress(f"starting krnet serve on {runner.name}")
             self.start(runner)
             self.wait_until(f"{runner.name} to join", partial(self._holds, "total", count), timeout)
-
-    def krnet(self, node: ClusterNode, *args: str, check: bool = True) -> str:
-        """Run a krnet command on `node` and return its stdout."""
-        result = self.run_krnet(node, *args)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"krnet {' '.join(args)} on {node.name} failed: {result.stderr}")
-        return result.stdout
-
-    def run_krnet(self, node: ClusterNode, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run a krnet command on `node`: its exit code, stdout and stderr."""
-        extra = {"DOCKER_HOST": node.docker_host} if node.docker_host else {}
-        argv = [*self.command, "--config", str(node.config), "--data-dir", str(node.data_dir)]
-        return node.node.run([*argv, *args], env=_child_env(extra), check=False)
-
-    def status(self, node: ClusterNode | None = None) -> dict[str, Any]:
-        """`krnet node overlay --json` on `node` (the host by default), parsed."""
-        status: dict[str, Any] = json.loads(
-            self.krnet(node or self.host, "node", "overlay", "--json")
-        )
-        return status
 
     def _holds(self, key: str, value: object, node: ClusterNode | None = None) -> bool:
         """Whether `node`'s overlay status has `value` under `key` now."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import re
 
-from krnet.lab.cluster import INTERNET_ADDRESS, Cluster, ClusterNode, runner_underlay
+from krnet.lab.cluster import INTERNET_ADDRESS, Cluster, runner_underlay
+from krnet.lab.processes import ClusterNode
 
 OVERLAY_NETWORK = "kohakuriver-overlay"
 HOST_OVERLAY_IP = "10.0.0.1"

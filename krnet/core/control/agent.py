@@ -21,12 +21,12 @@ from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from krnet.core.control.published import publish_runner_state
+from krnet.core.control.lost import refused
+from krnet.core.control.published import RunnerAccount
 from krnet.core.dataplane.routing import ipv4_routes
 from krnet.core.model.plan import RUNNER_TUNNEL
 from krnet.core.model.records import JoinRequest
 from krnet.core.model.report import RunnerReport
-from krnet.core.model.runner_state import NOT_JOINED, HeldAllocation, RunnerState
 from krnet.core.model.welcome import Route, check_allocation
 from krnet.core.protocol.channel import mac_key
 from krnet.core.protocol.client import HostConnection
@@ -50,9 +50,6 @@ log = logging.getLogger("krnet.runner")
 
 IDENTITY_FILE = "runner_identity"
 KEY_FILE = "runner_key"  # the per-runner key the host issued at enrolment (docs/protocol.md)
-LOST_CODES = frozenset(
-    {"pool_exhausted"}
-)  # refusals after which the id this runner held is not its
 BACKOFF_FIRST = 1.0
 BACKOFF_CAP = 30.0
 _IDENTITY = re.compile(r"[0-9a-f]{32}")
@@ -151,10 +148,7 @@ class RunnerAgent:
         self.runner_key = load_runner_key(data_dir)
         self._routes = routes
         self.hostname = socket.gethostname()
-        self.applied: Allocation | None = None
-        self._held: Allocation | None = None  # the host's last allocation, applied or not
-        self._setup_error: str | None = None
-        self._fallback_reason = NOT_JOINED
+        self.account = RunnerAccount(settings, data_dir, store)
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
 
@@ -171,11 +165,12 @@ class RunnerAgent:
                 joined = await self._session()
             except ProtocolError as exc:
                 log.error("%s: %s [%s]; nothing configured from this answer", where, exc, exc.code)
-                await self._refused(f"refused by the host [{exc.code}]: {exc}", exc.code)
+                reason = f"refused by the host [{exc.code}]: {exc}"
+                await refused(self.account, self.dataplane, reason, exc.code)
                 joined = False
             except (OSError, asyncio.TimeoutError) as exc:  # wait_for's, before Python 3.11
                 log.warning("%s: cannot talk to the host (%s)", where, exc or type(exc).__name__)
-                self._unreachable(f"host unreachable: {where}: {exc or type(exc).__name__}")
+                self.account.unreachable(f"host unreachable: {where}: {exc or type(exc).__name__}")
                 joined = False
             if joined:
                 delays = backoff_delays(self._rng)
@@ -197,7 +192,7 @@ class RunnerAgent:
             request = self._request(connection.local_address)
             await connection.send_message(Join, **join_fields(request))
             welcome = await connection.receive(Welcome)
-            allocation = self._checked(welcome.allocation())
+            allocation = own_allocation(self.settings, welcome.allocation(), self._routes())
             await self._enrol(connection, welcome)
             log.info(
                 "joined as runner %d: subnet %s, VNI %d, host %s",
@@ -221,7 +216,7 @@ class RunnerAgent:
             applied = applied_of(self.applied).model_dump() if self.applied else None
             await connection.send_message(Heartbeat, applied=applied, observed=observed)
             ack = await connection.receive(HeartbeatAck)
-            desired = self._checked(ack.allocation())
+            desired = own_allocation(self.settings, ack.allocation(), self._routes())
             if desired != self.applied:
                 log.info("host sent runner %d's allocation again; applying it", desired.runner_id)
                 await self._apply(desired, request)
@@ -232,23 +227,6 @@ class RunnerAgent:
                     now=datetime.now(timezone.utc),
                     observed=observed,
                 )
-
-    def _checked(self, allocation: Allocation) -> Allocation:
-        """The host's allocation, refused (ProtocolError) unless this runner may configure it,
-        with the bridge name this runner's own settings give (never the host's)."""
-        own = allocation.model_copy(update={"bridge_name": self.settings.overlay_bridge_name})
-        check_allocation(
-            overlay_cidr=own.overlay_cidr,
-            subnet=own.subnet,
-            gateway=own.gateway,
-            host_ip_on_subnet=own.host_ip_on_subnet,
-            physical_ips=(own.runner_physical_ip, own.host_physical_ip),
-            routes=self._routes(),
-            own_devices=(own.bridge_name, RUNNER_TUNNEL),
-            # the fallback network this runner made itself is no underlay network
-            own_networks=(str(IPv4Network(self.settings.docker_network_subnet, strict=False)),),
-        )
-        return own
 
     async def _enrol(self, connection: HostConnection, welcome: Welcome) -> None:
         """Keep the key of an enrolment's welcome; every later message is keyed by it too."""
@@ -266,19 +244,19 @@ class RunnerAgent:
         connection.channel.enrol(self.token, welcome.runner_key)
         log.info("enrolled: the host issued this runner's key (%s)", self.data_dir / KEY_FILE)
 
+    @property
+    def applied(self) -> Allocation | None:
+        """The allocation this runner has applied, None before or after a failure."""
+        return self.account.applied
+
     async def _apply(self, allocation: Allocation, request: JoinRequest) -> None:
-        self._held = allocation
+        self.account.held = allocation
         try:
             await asyncio.to_thread(self.dataplane.apply, allocation)
         except KrnetError as exc:
-            self.applied = None
-            await self._setup_failed(allocation.runner_id, str(exc))
+            await self.account.setup_failed(allocation.runner_id, str(exc))
             return
-        self.applied = allocation
-        if self._setup_error is not None:
-            log.info("runner %d: the overlay is set up now", allocation.runner_id)
-        self._setup_error = None
-        self._publish()
+        self.account.set_up(allocation)
         if self.store is not None:
             await asyncio.to_thread(
                 self.store.keep_own_allocation,
@@ -288,67 +266,6 @@ class RunnerAgent:
                 subnet=allocation.subnet,
                 now=datetime.now(timezone.utc),
             )
-
-    async def _setup_failed(self, runner_id: int, error: str) -> None:
-        """Log and record a set-up failure once, and again only when it changes."""
-        if error == self._setup_error:
-            return
-        self._setup_error = error
-        self._publish()
-        message = f"runner {runner_id}: could not apply the allocation: {error}"
-        log.error("%s", message)
-        if self.store is not None:
-            await asyncio.to_thread(self.store.record_event, "setup", message, runner_id)
-
-    async def _refused(self, reason: str, code: str) -> None:
-        """A refusal; one that means the id this runner held is another's gives it all up."""
-        if code not in LOST_CODES:
-            if self.applied is None:
-                self._fall_back(reason)
-            return
-        held = self._held
-        self.applied = self._held = None
-        self._setup_error = None
-        changes = await asyncio.to_thread(self.dataplane.withdraw)
-        if self.store is not None:
-            lost = await asyncio.to_thread(
-                self.store.forget_own_allocation, now=datetime.now(timezone.utc), reason=reason
-            )
-            for change in changes:
-                await asyncio.to_thread(self.store.record_event, "lost", change, None)
-            if held is not None or lost:
-                log.warning("gave up the allocation this runner held: %s", reason)
-        self._fall_back(reason)
-
-    def _unreachable(self, reason: str) -> None:
-        if self.applied is None:
-            self._fall_back(reason)
-
-    def _fall_back(self, reason: str) -> None:
-        self._fallback_reason = reason
-        self._publish()
-
-    def _publish(self) -> None:
-        """Tell `node overlay`, `doctor` and the TUI what this runner holds and uses."""
-        settings = self.settings
-        reason = None
-        if self.applied is None:
-            reason = (
-                f"the overlay set-up failed: {self._setup_error}" if self._setup_error else None
-            )
-            reason = reason or self._fallback_reason
-        held = self._held
-        state = RunnerState(
-            updated_at=datetime.now(timezone.utc),
-            allocation=HeldAllocation(**held.model_dump(include=_HELD_FIELDS)) if held else None,
-            network=settings.docker_network_name if reason else settings.overlay_network_name,
-            network_reason=reason,
-            setup_error=self._setup_error,
-        )
-        try:
-            publish_runner_state(self.data_dir, state)
-        except OSError as exc:
-            log.warning("cannot publish this runner's state in %s: %s", self.data_dir, exc)
 
     async def _observe(self) -> dict[str, Any]:
         try:
@@ -378,9 +295,6 @@ class RunnerAgent:
         return True
 
 
-_HELD_FIELDS = {field for field in HeldAllocation.__dataclass_fields__}
-
-
 def _ipv4_or_fail(address: str) -> str:
     parsed = ip_address(address)
     mapped = getattr(parsed, "ipv4_mapped", None)
@@ -390,3 +304,23 @@ def _ipv4_or_fail(address: str) -> str:
         f"this runner reaches the host over IPv6 ({address}); the VXLAN underlay is IPv4: "
         "set runner_address to this runner's IPv4 address, or host_address to the host's"
     )
+
+
+def own_allocation(
+    settings: Settings, allocation: Allocation, routes: Sequence[Route]
+) -> Allocation:
+    """The host's allocation, refused (ProtocolError) unless this runner may configure it,
+    with the bridge name this runner's own settings give (never the host's)."""
+    own = allocation.model_copy(update={"bridge_name": settings.overlay_bridge_name})
+    check_allocation(
+        overlay_cidr=own.overlay_cidr,
+        subnet=own.subnet,
+        gateway=own.gateway,
+        host_ip_on_subnet=own.host_ip_on_subnet,
+        physical_ips=(own.runner_physical_ip, own.host_physical_ip),
+        routes=routes,
+        own_devices=(own.bridge_name, RUNNER_TUNNEL),
+        # the fallback network this runner made itself is no underlay network
+        own_networks=(str(IPv4Network(settings.docker_network_subnet, strict=False)),),
+    )
+    return own

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 from krnet import __version__
 from krnet.core.control.answers import answer_status
 from krnet.core.control.counters import COUNTERS
+from krnet.core.control.enrolment import proven_runner, send_welcome
 from krnet.core.control.release import answer_release
 from krnet.core.model.must_match import differences
 from krnet.core.model.plan import tunnel_name
 from krnet.core.protocol.channel import (
     HOST_TO_RUNNER,
     Channel,
-    mac_key,
     new_nonce,
     new_runner_key,
 )
@@ -38,7 +38,6 @@ from krnet.core.protocol.messages import (
     Leave,
     ReleaseRequest,
     StatusRequest,
-    Welcome,
     applied_of,
     error_frame,
     parse_message,
@@ -110,6 +109,47 @@ def allocation_for(context: HostContext, runner: RunnerRecord, host_ip: str) -> 
     )
 
 
+async def check_join(context: HostContext, join: Join, who: str) -> None:
+    """Refuse, with an event, a join no tunnel can use or whose must-match settings differ:
+    before it touches the record's allocation."""
+    record = context.record
+    problem = tunnel_address_problem(context, join.physical_ip)
+    if problem is not None:
+        await record.event("refused", f"{who}: bad_request: {problem}")
+        raise ProtocolError(
+            "bad_request",
+            f"physical_ip {problem}: no tunnel can use it; set runner_address to the "
+            "runner's underlay address",
+        )
+    mismatches = settings_mismatches(context.settings, join)
+    if mismatches:
+        text = "; ".join(mismatches)
+        await record.event("refused", f"{who}: settings_mismatch: {text}")
+        raise ProtocolError(
+            "settings_mismatch",
+            f"settings differ from the host's ({text}): these must be equal on the host "
+            "and every runner; change the runner's configuration",
+        )
+
+
+def record_heartbeat(
+    context: HostContext, runner: RunnerRecord, heartbeat: Heartbeat
+) -> RunnerRecord:
+    """Record a heartbeat, unless the id went to another runner meanwhile (runs in a thread)."""
+    store, runner_id = context.record.store, runner.runner_id
+    current = store.runner(runner_id)
+    if current is None or current.identity_hash != runner.identity_hash:
+        raise ProtocolError(
+            "bad_request",
+            f"runner id {runner_id} was released or given to another runner; "
+            "reconnect to join again",
+        )
+    applied = heartbeat.applied.model_dump() if heartbeat.applied else None
+    observed: dict[str, object] = {**heartbeat.observed, "applied": applied}
+    updated = store.heartbeat(runner_id, now=context.clock(), observed=observed)
+    return updated if updated is not None else current
+
+
 class JoinSession:
     """One connection, from `hello` to close."""
 
@@ -162,12 +202,7 @@ class JoinSession:
         runner_key = None if self._proven is not None else new_runner_key()
         runner, allocation = await self._admit(first, host_ip, runner_key)
         COUNTERS.joined()
-        if runner_key is None:
-            await self.send(self.channel.sign(Welcome, **allocation.model_dump()))
-        else:  # enrolment: the key, signed by the token alone; everything after by both
-            welcome = self.channel.sign(Welcome, **allocation.model_dump(), runner_key=runner_key)
-            await self.send(welcome)
-            self.channel.enrol(self.context.token, runner_key)
+        await send_welcome(self.context, self.channel, self.send, allocation, runner_key)
         await self._follow(runner, host_ip)
 
     async def _authenticate(self) -> Join | StatusRequest | ReleaseRequest | None:
@@ -193,34 +228,13 @@ class JoinSession:
         except ProtocolError:
             if not isinstance(first, Join):
                 raise
-            await self._check_runner_key(first, obj)
+            self._proven = await proven_runner(self.context, self._channel, first, obj)
         return first
 
     async def _greet(self, hello: Hello) -> JsonObject | None:
         """Send the hello and read the first message (the handshake timeout covers both)."""
         await self.send(encode_frame(hello.model_dump()))
         return await read_frame(self.reader)
-
-    async def _check_runner_key(self, join: Join, obj: JsonObject) -> None:
-        """A join not signed by the token alone must be signed by the token and the key of
-        the enrolled runner its identity names (docs/protocol.md, "Enrolment")."""
-        record = self.context.record
-        credentials = await record.run(record.store.credentials, join.identity)
-        if credentials is not None:
-            runner_id, runner_key = credentials
-            self.channel.token = mac_key(self.context.token, runner_key)
-            with contextlib.suppress(ProtocolError):
-                self.channel.check(obj, sequenced=False)
-                self._proven = runner_id
-                return
-        # one answer whether or not the identity is enrolled: it tells a peer nothing
-        raise ProtocolError(
-            "auth_failed",
-            "message authentication failed: signed neither by this cluster's join token nor "
-            "by a runner key this host issued (compare join_token / join_token_file / "
-            "KRNET_JOIN_TOKEN with `krnet token` on the host; a runner whose host lost its "
-            "record: delete runner_key in the runner's data dir to enrol again)",
-        )
 
     async def _admit(
         self, join: Join, host_ip: str, runner_key: str | None
@@ -229,23 +243,7 @@ class JoinSession:
         (enrolling it under `runner_key` unless it proved its key)."""
         context, record = self.context, self.context.record
         who = f"{join.hostname} ({join.physical_ip})"
-        problem = tunnel_address_problem(context, join.physical_ip)
-        if problem is not None:
-            await record.event("refused", f"{who}: bad_request: {problem}")
-            raise ProtocolError(
-                "bad_request",
-                f"physical_ip {problem}: no tunnel can use it; set runner_address to the "
-                "runner's underlay address",
-            )
-        mismatches = settings_mismatches(context.settings, join)
-        if mismatches:
-            text = "; ".join(mismatches)
-            await record.event("refused", f"{who}: settings_mismatch: {text}")
-            raise ProtocolError(
-                "settings_mismatch",
-                f"settings differ from the host's ({text}): these must be equal on the host "
-                "and every runner; change the runner's configuration",
-            )
+        await check_join(context, join, who)
         try:
             decision, runner = await record.run(
                 record.store.allocate,
@@ -317,27 +315,12 @@ class JoinSession:
                 await self.send(self.channel.sign(Bye))
                 return
             assert isinstance(message, Heartbeat)
-            runner = await self.context.record.run(self._heartbeat, runner, message)
+            runner = await self.context.record.run(record_heartbeat, self.context, runner, message)
             COUNTERS.heartbeat()
             desired = allocation_for(self.context, runner, host_ip)
             if message.applied != applied_of(desired):
                 log.info("runner %d has not applied its allocation; sending it again", runner_id)
             await self.send(self.channel.sign(HeartbeatAck, **desired.model_dump()))
-
-    def _heartbeat(self, runner: RunnerRecord, heartbeat: Heartbeat) -> RunnerRecord:
-        """Record a heartbeat, unless the id went to another runner meanwhile (runs in a thread)."""
-        store, runner_id = self.context.record.store, runner.runner_id
-        current = store.runner(runner_id)
-        if current is None or current.identity_hash != runner.identity_hash:
-            raise ProtocolError(
-                "bad_request",
-                f"runner id {runner_id} was released or given to another runner; "
-                "reconnect to join again",
-            )
-        applied = heartbeat.applied.model_dump() if heartbeat.applied else None
-        observed: dict[str, object] = {**heartbeat.observed, "applied": applied}
-        updated = store.heartbeat(runner_id, now=self.context.clock(), observed=observed)
-        return updated if updated is not None else current
 
     async def _leave(self, runner_id: int) -> None:
         await self.context.record.run(self.context.record.store.release, runner_id)

@@ -12,15 +12,12 @@ from datetime import timedelta
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface
 
 from krnet.core.model.must_match import differences
-from krnet.core.model.node_state import ProbeResult
-from krnet.core.model.plan import RUNNER_TUNNEL, VXLAN_OVERHEAD
 from krnet.core.model.runner_state import scheme_differences
 from krnet.core.model.settings import FALLBACK_SUBNET_FIX, fallback_subnet_overlaps
 from krnet.core.model.snapshot import NodeSnapshot
 from krnet.core.observe.diagnose.check import (
     FAIL,
     PASS,
-    RECONCILE,
     SEVERITY,
     WARN,
     Check,
@@ -28,9 +25,11 @@ from krnet.core.observe.diagnose.check import (
     Status,
     passed,
 )
+from krnet.core.observe.diagnose.docker import check_docker
 from krnet.core.observe.diagnose.far_end import check_far_ends
 from krnet.core.observe.diagnose.firewall import check_firewall, check_port_guard
 from krnet.core.observe.diagnose.mtu import check_link_mtu, check_underlay_mtu
+from krnet.core.observe.diagnose.probe import check_probes
 from krnet.core.observe.diagnose.routing import check_routes, check_rp_filter
 from krnet.core.observe.diagnose.tunnels import check_tunnels
 from krnet.core.observe.diagnose.vni_map import check_vni_map
@@ -49,7 +48,7 @@ def diagnose(snapshot: NodeSnapshot) -> list[Check]:
     ctx = Context(snapshot)
     checks = _check_read_errors(ctx) + _check_overlay_enabled(ctx) + _check_fallback_subnet(ctx)
     if not snapshot.settings.overlay_enabled:
-        return checks + (_check_docker(ctx) if not ctx.host else [])
+        return checks + (check_docker(ctx) if not ctx.host else [])
     for run in _host_checks() if ctx.host else _runner_checks():
         checks += run(ctx)
     return checks
@@ -60,13 +59,13 @@ def _host_checks() -> list[Callable[[Context], list[Check]]]:
         _check_reachable_address,
         *_shared_checks(),
         check_far_ends,
-        _check_probes,
+        check_probes,
         _check_silent_runners,
     ]
 
 
 def _runner_checks() -> list[Callable[[Context], list[Check]]]:
-    return [_check_allocation_scheme, _check_setup, *_shared_checks(), _check_docker]
+    return [_check_allocation_scheme, _check_setup, *_shared_checks(), check_docker]
 
 
 def _shared_checks() -> list[Callable[[Context], list[Check]]]:
@@ -287,132 +286,3 @@ def format_age(age: timedelta) -> str:
     parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
     shown = [f"{value}{unit}" for value, unit in parts if value][:2]
     return " ".join(shown) or "0s"
-
-
-def _check_probes(ctx: Context) -> list[Check]:
-    """The hub's DF probe: a black hole drops only full-size packets, a blocked port all."""
-    problems = []
-    for runner_id, probe in sorted(ctx.snapshot.probes.items()):
-        problem = _probe_problem(ctx, runner_id, probe)
-        if problem is not None:
-            problems.append(problem)
-    if not ctx.snapshot.probes:
-        return [Check("probe", PASS, "no probe results (krnet doctor --probe sends them)")]
-    return passed("probe", problems, "every tunnel carries full-size DF packets")
-
-
-def _probe_problem(ctx: Context, runner_id: int, probe: ProbeResult) -> Check | None:
-    mtu, port = ctx.settings.overlay_mtu, ctx.settings.overlay_vxlan_port
-    name = ctx.tunnel_name(runner_id)
-    gateway = ctx.plan.runner(runner_id).gateway
-    if probe.sent == 0 or probe.loss == 0:
-        return None
-    if probe.loss == 1 and probe.small_received > 0:
-        return Check(
-            "probe",
-            FAIL,
-            f"MTU black hole on {name}: small packets reach {gateway}, none at the full "
-            f"overlay MTU {mtu} with DF set; the path carries less than {mtu + VXLAN_OVERHEAD}",
-            f"set overlay_mtu to the path MTU minus {VXLAN_OVERHEAD} on the host and every "
-            f"runner (test: ping -M do -s {mtu - 28} -I {name} {gateway})",
-            runner_id,
-        )
-    if probe.loss == 1:
-        return Check(
-            "probe",
-            FAIL,
-            f"nothing passes {name} to {gateway}: UDP {port} is blocked between host and runner, "
-            "or the runner is down",
-            f"open UDP {port} on both ends (iptables -I INPUT -p udp --dport {port} -j ACCEPT, "
-            "firewall-cmd --add-port, or the cloud security group)",
-            runner_id,
-        )
-    return Check(
-        "probe",
-        WARN,
-        f"{probe.loss:.0%} of full-size probes through {name} were lost",
-        f"check the underlay between host and runner {runner_id} (ping -M do -s {mtu - 28} "
-        f"-I {name} {gateway})",
-        runner_id,
-    )
-
-
-def _check_docker(ctx: Context) -> list[Check]:
-    """Docker answers, and the network containers should use exists as planned."""
-    docker = ctx.snapshot.docker
-    if docker is None:
-        return []
-    if not docker.available:
-        return [
-            Check(
-                "docker",
-                FAIL,
-                docker.error or "Docker does not answer",
-                "start Docker (systemctl start docker) or set DOCKER_HOST; krnet creates "
-                "its network once Docker answers",
-            )
-        ]
-    settings = ctx.settings
-    tunnel = ctx.link(RUNNER_TUNNEL)
-    bridge = ctx.link(settings.overlay_bridge_name)
-    ready = bool(tunnel and tunnel.up and bridge and ctx.runners)
-    want = settings.overlay_network_name if settings.overlay_enabled and ready else None
-    want = want or settings.docker_network_name
-    problems = []
-    if docker.selected_network != want:
-        problems.append(
-            Check(
-                "docker",
-                FAIL,
-                f"containers are pointed at {docker.selected_network}, "
-                f"but this node calls for {want}",
-                RECONCILE,
-            )
-        )
-    elif settings.overlay_enabled and want == settings.docker_network_name:
-        problems.append(
-            Check(
-                "docker",
-                WARN,
-                f"the overlay is enabled but not set up: containers use "
-                f"{want} ({settings.docker_network_subnet})",
-                RECONCILE,
-            )
-        )
-    problems += _network_problems(ctx, want)
-    return passed("docker", problems, f"Docker answers; containers use {want}")
-
-
-def _network_problems(ctx: Context, name: str) -> list[Check]:
-    docker = ctx.snapshot.docker
-    assert docker is not None
-    network = next((n for n in docker.networks if n.name == name), None)
-    if network is None:
-        return [Check("docker", FAIL, f"Docker network {name} does not exist", RECONCILE)]
-    settings = ctx.settings
-    if name == settings.overlay_network_name:
-        addresses = ctx.plan.runner(ctx.runners[0].runner_id)
-        wanted = {
-            "subnet": (network.subnet, str(addresses.subnet)),
-            "gateway": (network.gateway, str(addresses.gateway)),
-            "bridge": (network.bridge, settings.overlay_bridge_name),
-            "reserved addresses": (
-                sorted(network.aux_addresses.values()),
-                sorted({*network.aux_addresses.values(), str(addresses.host_ip_on_subnet)}),
-            ),
-        }
-    else:
-        wanted = {
-            "subnet": (network.subnet, settings.docker_network_subnet),
-            "gateway": (network.gateway, settings.docker_network_gateway),
-        }
-    return [
-        Check(
-            "docker",
-            FAIL,
-            f"Docker network {name} has {what} {actual}, expected {want}",
-            f"docker network rm {name} (after stopping its containers); then {RECONCILE}",
-        )
-        for what, (actual, want) in wanted.items()
-        if actual != want
-    ]

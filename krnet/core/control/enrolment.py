@@ -1,0 +1,53 @@
+"""Enrolment: a join proven by its runner key, and the key a new runner gets in its welcome
+(docs/protocol.md, "Enrolment"); one place for both ends of a runner's credential on the host."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from krnet.core.protocol.channel import Channel, mac_key
+from krnet.core.protocol.framing import JsonObject
+from krnet.core.protocol.messages import Allocation, Join, Welcome
+from krnet.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from krnet.core.control.context import HostContext
+
+
+async def proven_runner(context: HostContext, channel: Channel, join: Join, obj: JsonObject) -> int:
+    """The id of the enrolled runner whose key (with the token) signs a join the token alone
+    does not; the one `auth_failed` answer else."""
+    record = context.record
+    credentials = await record.run(record.store.credentials, join.identity)
+    if credentials is not None:
+        runner_id, runner_key = credentials
+        channel.token = mac_key(context.token, runner_key)
+        with contextlib.suppress(ProtocolError):
+            channel.check(obj, sequenced=False)
+            return runner_id
+    # one answer whether or not the identity is enrolled: it tells a peer nothing
+    raise ProtocolError(
+        "auth_failed",
+        "message authentication failed: signed neither by this cluster's join token nor "
+        "by a runner key this host issued (compare join_token / join_token_file / "
+        "KRNET_JOIN_TOKEN with `krnet token` on the host; a runner whose host lost its "
+        "record: delete runner_key in the runner's data dir to enrol again)",
+    )
+
+
+async def send_welcome(
+    context: HostContext,
+    channel: Channel,
+    send: Callable[[bytes], Awaitable[None]],
+    allocation: Allocation,
+    runner_key: str | None,
+) -> None:
+    """The welcome; on enrolment it carries `runner_key`, signed by the token alone, and the
+    channel signs everything after with both."""
+    if runner_key is None:
+        await send(channel.sign(Welcome, **allocation.model_dump()))
+        return
+    await send(channel.sign(Welcome, **allocation.model_dump(), runner_key=runner_key))
+    channel.enrol(context.token, runner_key)
