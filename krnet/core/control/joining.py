@@ -13,11 +13,13 @@ if TYPE_CHECKING:
     from krnet.core.model.settings import Settings
 
 
-def join_request(settings: Settings, identity: str, local_address: str) -> JoinRequest:
+def join_request(
+    settings: Settings, identity: str, local_address: str, hostname: str | None = None
+) -> JoinRequest:
     """What this runner says about itself when it joins (its `join` message is made of it)."""
     return JoinRequest(
         identity=identity,
-        hostname=socket.gethostname(),
+        hostname=hostname or socket.gethostname(),
         physical_ip=settings.runner_address or ipv4_or_fail(local_address),
         vxlan_id=settings.overlay_vxlan_id,
         vxlan_port=settings.overlay_vxlan_port,

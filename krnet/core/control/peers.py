@@ -11,8 +11,9 @@ In hub mode the table stays empty and nothing is pushed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from pydantic import JsonValue
@@ -66,13 +67,25 @@ class PeerTable:
         return self.generation
 
 
-async def push_peers(table: PeerTable, channel: Channel, send: Send, sent: int) -> None:
-    """Push each newer table to one followed runner, from generation `sent` on, until the
-    session cancels it (the welcome carried generation `sent`)."""
-    while True:
-        sent = await table.newer_than(sent)
-        peers: list[JsonValue] = [peer.model_dump() for peer in table.peers]
-        await send(channel.sign(Peers, generation=sent, peers=peers))
+@contextlib.contextmanager
+def pushing(table: PeerTable, channel: Channel, send: Send, sent: int) -> Iterator[None]:
+    """While a session follows its runner: push it each table newer than generation `sent`
+    (the one its welcome carried); nothing in hub mode."""
+    task = asyncio.create_task(_push(table, channel, send, sent)) if table.direct else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+
+
+async def _push(table: PeerTable, channel: Channel, send: Send, sent: int) -> None:
+    # a connection that fails here fails the session's own reads too: it reports that
+    with contextlib.suppress(ConnectionError, TimeoutError, asyncio.TimeoutError):
+        while True:
+            sent = await table.newer_than(sent)
+            peers: list[JsonValue] = [peer.model_dump() for peer in table.peers]
+            await send(channel.sign(Peers, generation=sent, peers=peers))
 
 
 def welcome_peers(table: PeerTable) -> JsonObject:

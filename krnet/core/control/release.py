@@ -121,6 +121,14 @@ async def _release(
     return done
 
 
+async def runner_left(context: HostContext, runner_id: int) -> None:
+    """A runner's `leave`: its record, its tunnel and (direct mode) every peer's entries go."""
+    await context.record.run(context.record.store.release, runner_id)
+    await asyncio.to_thread(context.dataplane.runner_gone, runner_id)
+    await context.refresh_peers()
+    log.info("runner %d left; its id is free", runner_id)
+
+
 async def _remove_tunnel(context: HostContext, runner_id: int) -> str | None:
     """Remove the tunnel and guard entry now; a failure is kept, and reconcile retries."""
     try:

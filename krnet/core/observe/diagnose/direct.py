@@ -13,8 +13,10 @@ from krnet.core.observe.status import iso_utc
 
 
 def check_direct_paths(ctx: Context) -> list[Check]:
-    """Direct mode: a warning per pair on the hub (each pair once, as either end reported it)."""
-    if ctx.settings.overlay_mode != "direct":
+    """Direct mode: a warning per pair on the hub (each pair once, as either end reported it).
+    A runner's settings need not say the mode (the host decides): its report says it."""
+    reported = any(runner.report.direct_peers for runner in ctx.runners)
+    if ctx.settings.overlay_mode != "direct" and not reported:
         return []
     problems, seen = [], set()
     for runner in sorted(ctx.runners, key=lambda runner: runner.runner_id):
