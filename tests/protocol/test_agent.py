@@ -7,6 +7,8 @@ import logging
 import random
 import socket
 import stat
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -219,13 +221,30 @@ async def test_krnet_serve_runner_with_the_overlay_off_never_joins(
     settings = {"mode": "runner", "host_address": "127.0.0.1", "join_port": host.port}
     process = spawn_serve(tmp_path, "runner", {**settings, "overlay_enabled": False})
     try:
-        await asyncio.sleep(2)  # long enough for a join to have happened, were it to
+        # started and decided (however slow the machine is to import it), then long enough
+        # for a join to have happened, were it to
+        seen = await asyncio.to_thread(read_until, process, "overlay disabled", 60)
+        await asyncio.sleep(2)
         assert process.poll() is None
     finally:
-        code, log = stop_serve(process)
+        code, rest = stop_serve(process)
+    log = seen + rest
     assert code == 0, log
     assert "overlay disabled: containers use kohakuriver-net" in log
     assert host.store.runners() == []
+
+
+def read_until(process: subprocess.Popen[bytes], text: str, timeout: float) -> str:
+    """The process's stderr up to and including the first line holding `text`."""
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline().decode()
+        lines.append(line)
+        if text in line or not line:
+            break
+    return "".join(lines)
 
 
 async def test_host_speaking_another_version_is_refused(tmp_path: Path) -> None:

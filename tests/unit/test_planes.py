@@ -31,7 +31,7 @@ from krnet.core.dataplane import probe
 from krnet.core.dataplane.dockernet import NetworkSpec
 from krnet.core.dataplane.firewall import FirewallPlan
 from krnet.core.dataplane.host_plane import HostPlane
-from krnet.core.dataplane.interfaces import Adoption, VxlanSpec
+from krnet.core.dataplane.interfaces import Adoption, PeerEntry, VxlanSpec
 from krnet.core.dataplane.probe import ProbeOutcome, ProbeTarget
 from krnet.core.dataplane.runner_plane import RunnerPlane
 from krnet.core.model.node_state import LinkInfo, VxlanInfo
@@ -94,6 +94,9 @@ class FakeSession:
         self, dst: IPv4Network, *, via: IPv4Address | None = None, dev: str | None = None
     ) -> list[str]:
         return self.journal.note("route", (dst, via))
+
+    def ensure_peer_entries(self, vtep: str, entries: Sequence[PeerEntry]) -> list[str]:
+        return self.journal.note("peer_entries", (vtep, list(entries)))
 
     def remove_link(self, name: str) -> list[str]:
         return self.journal.note("remove", name)
@@ -354,10 +357,19 @@ def test_apply_builds_the_kernel_then_the_rules_then_docker_then_the_rules_again
         "sysctl",
         "bridge",
         "vxlan",
+        "sysctl",
+        "sysctl",
+        "sysctl",
         "route",
         "firewall",
         "docker",
         "firewall",
+    ]
+    assert node.journal.named("sysctl") == [  # redirects off in hub mode too (issue #15)
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.send_redirects", "0"),
+        ("net.ipv4.conf.default.send_redirects", "0"),
+        ("net.ipv4.conf.kohaku-overlay.send_redirects", "0"),
     ]
     assert node.journal.named("docker") == [["kohakuriver-net", "kohakuriver-overlay"]]
     assert node.journal.named("route") == [(IPv4Network("10.0.0.0/8"), IPv4Address("10.2.0.254"))]

@@ -62,6 +62,9 @@ class RunnerDataPlane(Protocol):
     def withdraw_direct(self) -> list[str]:
         """Hub mode (or leaving): remove `vxkrd` and every peer entry with it."""
 
+    def probe_peers(self) -> None:
+        """Direct mode, every probe_interval: probe each pair; three in a row switch its path."""
+
 
 @dataclass
 class NullHostDataPlane:
@@ -110,6 +113,9 @@ class NullRunnerDataPlane:
     def withdraw_direct(self) -> list[str]:
         self.calls.append(("withdraw_direct", None))
         return []
+
+    def probe_peers(self) -> None:
+        self.calls.append(("probe_peers", None))
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """Remove everything krnet made on this node, and nothing else.
 
-Links: `kohaku-host`, every `vxkrN`, `vxlan0` and the overlay bridge (their routes go with
-them). Firewall: krnet's chains and the jumps into them; in firewalld, its trusted interfaces
-and VXLAN openings. Docker: krnet's networks, except one that containers still use (named and
-kept). `net.ipv4.ip_forward` is left alone: other software may rely on it. Running it twice
-is harmless.
+Links: `kohaku-host`, every `vxkrN`, `vxlan0`, direct mode's `vxkrd` and the overlay bridge
+(their routes, neighbours and FDB entries go with them). Firewall: krnet's chains and the
+jumps into them; in firewalld, its trusted interfaces and VXLAN openings. Docker: krnet's
+networks, except one that containers still use (named and kept). `net.ipv4.ip_forward` and
+`send_redirects` are left alone: other software may rely on them. Running it twice is harmless.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from krnet.core.dataplane import dockernet, firewall, netlink
+from krnet.core.model.peers import VTEP_NAME
 from krnet.core.model.plan import HOST_DEVICE, RUNNER_TUNNEL, runner_id_from_tunnel
 from krnet.errors import DockerError
 
@@ -25,7 +26,7 @@ def krnet_links(names: list[str], settings: Settings) -> list[str]:
         (name for name in names if runner_id_from_tunnel(name) is not None),
         key=lambda name: runner_id_from_tunnel(name) or 0,
     )
-    devices = (RUNNER_TUNNEL, settings.overlay_bridge_name, HOST_DEVICE)
+    devices = (RUNNER_TUNNEL, VTEP_NAME, settings.overlay_bridge_name, HOST_DEVICE)
     return tunnels + [name for name in devices if name in names]
 
 

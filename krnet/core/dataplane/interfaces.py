@@ -29,12 +29,23 @@ class VxlanSpec(TypedDict, total=False):
 
     vni: Required[int]
     local: Required[str | None]
-    remote: Required[str]
+    remote: Required[str | None]  # None: a VTEP, its far ends are FDB entries
     port: Required[int]
     mtu: Required[int]
     address: IPv4Interface | None
     master: str | None
     mac: str | None
+
+
+@dataclass(frozen=True)
+class PeerEntry:
+    """One direct peer's entries on the VTEP: its neighbour, FDB entry and routes."""
+
+    vtep_ip: str  # its VTEP address: neighbour and /32 link route, gateway of its subnet
+    mac: str  # its VTEP MAC
+    physical_ip: str  # where the FDB sends that MAC
+    subnet: str  # routed via vtep_ip onlink while `direct`
+    direct: bool  # False: the pair is on the hub, its subnet route is withdrawn
 
 
 class LinkSession(Protocol):
@@ -59,6 +70,8 @@ class LinkSession(Protocol):
     def ensure_route(
         self, dst: IPv4Network, *, via: IPv4Address | None = None, dev: str | None = None
     ) -> list[str]: ...
+
+    def ensure_peer_entries(self, vtep: str, entries: Sequence[PeerEntry]) -> list[str]: ...
 
     def remove_link(self, name: str) -> list[str]: ...
 
@@ -134,6 +147,10 @@ class RunnerAllocation(OverlayAllocation, Protocol):
     def host_physical_ip(self) -> str: ...
     @property
     def runner_physical_ip(self) -> str: ...
+    @property
+    def host_overlay_ip(self) -> str: ...
+    @property
+    def vxlan_id(self) -> int: ...
     @property
     def overlay_cidr(self) -> str: ...
     @property

@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
-from krnet.core.dataplane import dockernet, firewall
+from krnet.core.dataplane import dockernet, firewall, probe, sysctl
+from krnet.core.dataplane.direct_plane import DirectPlane
 from krnet.core.dataplane.netlink.state import stable_mac
+from krnet.core.model.peers import VTEP_NAME
 from krnet.core.model.plan import RUNNER_TUNNEL
 from krnet.core.model.report import RunnerReport
 from krnet.errors import KrnetError
@@ -28,8 +31,10 @@ if TYPE_CHECKING:
         Firewall,
         Kernel,
         PlaneEvents,
+        Prober,
         RunnerAllocation,
     )
+    from krnet.core.model.node_state import LinkInfo
     from krnet.core.model.peers import Peer
     from krnet.core.model.settings import Settings
 
@@ -49,12 +54,15 @@ class RunnerPlane:
         firewall: Firewall,
         docker: DockerNetworks,
         events: PlaneEvents,
+        prober: Prober = probe.send_probes,
     ) -> None:
         self.settings = settings
         self.kernel = kernel
         self.firewall = firewall
         self.docker = docker
         self.events = events
+        self.prober = prober
+        self.direct = DirectPlane(settings.plan(), kernel)
         self._allocation: RunnerAllocation | None = None
         self._overlay_ready = False
         self._docker_ready = False
@@ -77,7 +85,8 @@ class RunnerPlane:
 
     def _converge(self, allocation: RunnerAllocation) -> None:
         try:
-            changes = self._ensure_kernel(allocation) + self._ensure_firewall(allocation)
+            changes = self._ensure_kernel(allocation) + self._ensure_direct(allocation)
+            changes += self._ensure_firewall(allocation)
         except KrnetError:
             self._overlay_ready = False
             self._ensure_docker()
@@ -87,9 +96,13 @@ class RunnerPlane:
         # Docker puts its own FORWARD jumps on top when it creates a network: ours go back first.
         changes += self._ensure_firewall(allocation)
         self._reconciled_at = time.monotonic()
+        self._tell(changes)
+
+    def _tell(self, changes: list[str]) -> None:
+        runner_id = self._allocation.runner_id if self._allocation else None
         for change in changes:
             log.info("%s", change)
-            self.events.changed(change, allocation.runner_id)  # the Events tab of `krnet tui`
+            self.events.changed(change, runner_id)  # the Events tab of `krnet tui`
 
     def _reconcile_if_due(self) -> None:
         """Repair drift (links, routes, rules changed by hand or by Docker) every interval."""
@@ -111,23 +124,13 @@ class RunnerPlane:
             self._reconcile_if_due()
             if not self._docker_ready:
                 self._ensure_docker()
-            links = self.kernel.links()
-            tunnel = links.get(RUNNER_TUNNEL)
             bridge_name = self._allocation.bridge_name if self._allocation else None
-            bridge = links.get(bridge_name) if bridge_name else None
-            return RunnerReport(
-                tunnel_present=tunnel is not None,
-                vni=tunnel.vxlan.vni if tunnel and tunnel.vxlan else None,
-                remote=tunnel.vxlan.remote if tunnel and tunnel.vxlan else None,
-                local=tunnel.vxlan.local if tunnel and tunnel.vxlan else None,
-                port=tunnel.vxlan.port if tunnel and tunnel.vxlan else None,
-                mtu=tunnel.mtu if tunnel else None,
-                bridge_mtu=bridge.mtu if bridge else None,
-                bridge_addresses=tuple(bridge.addresses) if bridge else (),
-                tunnel_up=bool(tunnel and tunnel.up),
+            return replace(
+                link_report(self.kernel.links(), bridge_name),
                 docker_available=self._docker_ready,
                 docker_error=self._docker_error,
                 network=self.selected_network,
+                direct_peers=self.direct.paths(),
             )
 
     def withdraw(self) -> list[str]:
@@ -147,11 +150,14 @@ class RunnerPlane:
             except KrnetError as exc:
                 docker = [f"Docker network {self.settings.overlay_network_name} not checked: {exc}"]
             keep_bridge = any(line.startswith("kept ") for line in docker)
+            direct = self._peers is not None  # stays on: a new allocation builds a new VTEP
+            changes = self.direct.withdraw() if direct else []
             with self.kernel.session([RUNNER_TUNNEL, bridge]) as links:
-                changes = links.remove_link(RUNNER_TUNNEL)
+                changes += links.remove_link(RUNNER_TUNNEL)
                 if not keep_bridge:
                     changes += links.remove_link(bridge)
-            changes += self.firewall.remove([bridge, RUNNER_TUNNEL], port) + docker
+            interfaces = [bridge, RUNNER_TUNNEL, *([VTEP_NAME] if direct else [])]
+            changes += self.firewall.remove(interfaces, port) + docker
             if keep_bridge:
                 changes.append(f"kept {bridge}: containers are still attached to it")
             self._ensure_docker()
@@ -160,15 +166,34 @@ class RunnerPlane:
         return changes
 
     def apply_peers(self, peers: Sequence[Peer]) -> None:
-        """Direct mode on with these peers (the kernel side is built by the next converge)."""
+        """Direct mode on with exactly these peers; built now, or by `apply` once allocated."""
         with self._lock:
             self._peers = tuple(peers)
+            if self._allocation is not None:
+                changes = self._ensure_direct(self._allocation)
+                self._tell(changes + self._ensure_firewall(self._allocation))
 
     def withdraw_direct(self) -> list[str]:
-        """Direct mode off: no peers are kept."""
+        """Direct mode off: `vxkrd` and every peer entry go, the guard admits the host alone."""
         with self._lock:
             self._peers = None
-        return []
+            changes = self.direct.withdraw()
+            if self._allocation is not None:
+                changes += self._ensure_firewall(self._allocation)
+            self._tell(changes)
+        return changes
+
+    def probe_peers(self) -> None:
+        """One DF probe round to every direct peer; a pair's route follows its path."""
+        with self._lock:
+            targets = self.direct.targets() if self._peers is not None else []
+            mtu = self._allocation.mtu if self._allocation else self.settings.overlay_mtu
+        if not targets:
+            return
+        outcomes = self.prober(targets, mtu)  # up to a second: not under the lock
+        with self._lock:
+            if self._peers is not None and self._allocation is not None:
+                self._tell(self.direct.record(outcomes))
 
     @property
     def selected_network(self) -> str:
@@ -198,22 +223,21 @@ class RunnerPlane:
                 master=allocation.bridge_name,
                 mac=stable_mac(RUNNER_ROLE, allocation.vni),
             )
+            for key in sysctl.redirect_keys(allocation.bridge_name):  # issue #15's pitfall
+                changes += self.kernel.ensure_sysctl(key, "0")
             changes += links.ensure_route(
                 IPv4Network(allocation.overlay_cidr),
                 via=IPv4Address(allocation.host_ip_on_subnet),
             )
         return changes
 
+    def _ensure_direct(self, allocation: RunnerAllocation) -> list[str]:
+        """Direct mode: the VTEP and the peers' entries; hub mode: nothing."""
+        return [] if self._peers is None else self.direct.ensure(allocation, self._peers)
+
     def _ensure_firewall(self, allocation: RunnerAllocation) -> list[str]:
-        plan = firewall.FirewallPlan(
-            mode="runner",
-            overlay_cidr=allocation.overlay_cidr,
-            vxlan_port=allocation.vxlan_port,
-            guard_enabled=self.settings.vxlan_port_guard,
-            guard_peers=[allocation.host_physical_ip],
-            interfaces=[allocation.bridge_name, RUNNER_TUNNEL],
-        )
-        return self.firewall.ensure(plan)
+        peers = None if self._peers is None else self.direct.peer_addresses
+        return self.firewall.ensure(firewall_plan(self.settings, allocation, peers))
 
     def _ensure_docker(self) -> None:
         """The default network always, the overlay one once configured; Docker down is no error.
@@ -235,3 +259,37 @@ class RunnerPlane:
         if self._docker_error is not None:
             log.info("Docker answers again: %s in place", ", ".join(spec.name for spec in specs))
         self._docker_ready, self._docker_error = True, None
+
+
+def link_report(links: Mapping[str, LinkInfo], bridge_name: str | None) -> RunnerReport:
+    """The link part of the report: `vxlan0` and the bridge as the kernel has them."""
+    tunnel = links.get(RUNNER_TUNNEL)
+    vxlan = tunnel.vxlan if tunnel else None
+    bridge = links.get(bridge_name) if bridge_name else None
+    return RunnerReport(
+        tunnel_present=tunnel is not None,
+        vni=vxlan.vni if vxlan else None,
+        remote=vxlan.remote if vxlan else None,
+        local=vxlan.local if vxlan else None,
+        port=vxlan.port if vxlan else None,
+        mtu=tunnel.mtu if tunnel else None,
+        bridge_mtu=bridge.mtu if bridge else None,
+        bridge_addresses=tuple(bridge.addresses) if bridge else (),
+        tunnel_up=bool(tunnel and tunnel.up),
+    )
+
+
+def firewall_plan(
+    settings: Settings, allocation: RunnerAllocation, peers: Sequence[str] | None
+) -> firewall.FirewallPlan:
+    """A runner's rules; its VXLAN guard admits the host and, in direct mode (peers given),
+    every peer's underlay address, and `vxkrd` joins the trusted interfaces."""
+    direct = [] if peers is None else [VTEP_NAME]
+    return firewall.FirewallPlan(
+        mode="runner",
+        overlay_cidr=allocation.overlay_cidr,
+        vxlan_port=allocation.vxlan_port,
+        guard_enabled=settings.vxlan_port_guard,
+        guard_peers=[allocation.host_physical_ip, *(peers or [])],
+        interfaces=[allocation.bridge_name, RUNNER_TUNNEL, *direct],
+    )

@@ -14,6 +14,15 @@ def sysctl_path(key: str) -> Path:
     return PROC_SYS.joinpath(*key.split("."))
 
 
+def redirect_keys(bridge: str) -> tuple[str, ...]:
+    """The `send_redirects` keys a runner turns off: the kernel ORs `all` with the device's.
+
+    A runner forwards hub traffic back out of the bridge it came in on; with redirects on,
+    its containers learn to send cross-runner traffic straight to the host (issue #15).
+    """
+    return tuple(f"net.ipv4.conf.{device}.send_redirects" for device in ("all", "default", bridge))
+
+
 def read_sysctl(key: str) -> str | None:
     """The parameter's value, or None where this kernel or namespace does not have it."""
     try:

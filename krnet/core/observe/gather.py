@@ -64,7 +64,7 @@ def gather_snapshot(
         rules=rules,
         guard_allowlist=_allowlist(rules),
         docker=docker,
-        sysctls=read_sysctls(sysctl_keys(links)),
+        sysctls=read_sysctls(sysctl_keys(links, _bridge(settings))),
         underlay_link=underlay,
         underlay_mtu=links[underlay].mtu if underlay else None,
         probes=probes,
@@ -158,11 +158,19 @@ def _probes(
     return book.results()
 
 
-def sysctl_keys(links: Iterable[str]) -> list[str]:
-    """The parameters diagnosis reads: forwarding, and rp_filter of `all` and each tunnel."""
+def sysctl_keys(links: Iterable[str], bridge: str | None = None) -> list[str]:
+    """The parameters diagnosis reads: forwarding, rp_filter of `all` and each tunnel, and on a
+    runner (its bridge given) `send_redirects` of all, default and that bridge."""
+    from krnet.core.dataplane.sysctl import redirect_keys
+
     tunnels = [name for name in links if _is_tunnel(name)]
     names = ["all", *tunnels]
-    return ["net.ipv4.ip_forward", *(f"net.ipv4.conf.{name}.rp_filter" for name in names)]
+    redirects = list(redirect_keys(bridge)) if bridge else []
+    return [
+        "net.ipv4.ip_forward",
+        *(f"net.ipv4.conf.{name}.rp_filter" for name in names),
+        *redirects,
+    ]
 
 
 def read_sysctls(keys: Iterable[str]) -> dict[str, str]:
@@ -203,6 +211,11 @@ def _link_holding(links: Mapping[str, LinkInfo], address: str | None) -> str | N
     return next(
         (name for name, link in links.items() if str(wanted) in map(ip_of, link.addresses)), None
     )
+
+
+def _bridge(settings: Settings) -> str | None:
+    """A runner's overlay bridge, whose `send_redirects` diagnosis reads; a host has none."""
+    return settings.overlay_bridge_name if settings.mode == "runner" else None
 
 
 def _is_tunnel(name: str) -> bool:

@@ -86,14 +86,15 @@ def ensure_vxlan(
     *,
     vni: int,
     local: str | None,
-    remote: str,
+    remote: str | None,
     port: int,
     mtu: int,
     address: IPv4Interface | None = None,
     master: str | None = None,
     mac: str | None = None,
 ) -> list[str]:
-    """A point-to-point VXLAN link (learning off); local None leaves the source to the kernel."""
+    """A VXLAN link (learning off): point-to-point, or with remote None a VTEP whose far ends
+    are FDB entries; local None leaves the source to the kernel."""
     changes: list[str] = []
     want = VxlanInfo(vni=vni, local=local, remote=remote, port=port, learning=False)
     link = state.links.get(name)
@@ -127,11 +128,12 @@ def _create_vxlan(ipr: IPRoute, name: str, want: VxlanInfo, mtu: int, mac: str |
         "ifname": name,
         "kind": "vxlan",
         "vxlan_id": want.vni,
-        "vxlan_group": want.remote,
         "vxlan_port": want.port,
         "vxlan_learning": 0,
         "mtu": mtu,
     }
+    if want.remote:
+        spec["vxlan_group"] = want.remote
     if want.local:
         spec["vxlan_local"] = want.local
     if mac:
@@ -145,8 +147,8 @@ def _retarget(ipr: IPRoute, state: KernelState, link: LinkInfo, want: VxlanInfo)
     update: dict[str, Any] = {}
     changes = []
     if have.remote != want.remote:
-        update["vxlan_group"] = want.remote
-        changes.append(f"{link.name}: remote {have.remote} -> {want.remote}")
+        update["vxlan_group"] = want.remote or NO_ADDRESS
+        changes.append(f"{link.name}: remote {have.remote or 'none'} -> {want.remote or 'none'}")
     if have.local != want.local:
         update["vxlan_local"] = want.local or NO_ADDRESS
         changes.append(f"{link.name}: local {have.local or 'any'} -> {want.local or 'any'}")
@@ -256,4 +258,4 @@ def _identity(link: LinkInfo) -> str:
 
 
 def _endpoints(vxlan: VxlanInfo) -> str:
-    return f"local {vxlan.local or 'any'}, remote {vxlan.remote}"
+    return f"local {vxlan.local or 'any'}, remote {vxlan.remote or 'none (FDB)'}"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
 from krnet.core.dataplane import sysctl
-from krnet.core.dataplane.netlink import links, routes
+from krnet.core.dataplane.netlink import links, peers, routes
 from krnet.core.dataplane.netlink.state import (
     KernelState,
     open_netlink,
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pyroute2 import IPRoute
     from typing_extensions import Unpack  # typing has them from 3.11
 
-    from krnet.core.dataplane.interfaces import VxlanSpec
+    from krnet.core.dataplane.interfaces import PeerEntry, VxlanSpec
     from krnet.core.model.node_state import LinkInfo
 
 
@@ -52,6 +52,9 @@ class NetlinkSession:
         self, dst: IPv4Network, *, via: IPv4Address | None = None, dev: str | None = None
     ) -> list[str]:
         return routes.ensure_route(self.ipr, self.state, dst, via=via, dev=dev)
+
+    def ensure_peer_entries(self, vtep: str, entries: Sequence[PeerEntry]) -> list[str]:
+        return peers.ensure_peer_entries(self.ipr, self.state, vtep, entries)
 
     def remove_link(self, name: str) -> list[str]:
         return links.remove_link(self.ipr, self.state, name)

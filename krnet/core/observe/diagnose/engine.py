@@ -31,6 +31,7 @@ from krnet.core.observe.diagnose.far_end import check_far_ends
 from krnet.core.observe.diagnose.firewall import check_firewall, check_port_guard
 from krnet.core.observe.diagnose.mtu import check_link_mtu, check_underlay_mtu
 from krnet.core.observe.diagnose.probe import check_probes
+from krnet.core.observe.diagnose.redirects import check_send_redirects
 from krnet.core.observe.diagnose.routing import check_routes, check_rp_filter
 from krnet.core.observe.diagnose.tunnels import check_tunnels
 from krnet.core.observe.diagnose.vni_map import check_vni_map
@@ -66,7 +67,13 @@ def _host_checks() -> list[Callable[[Context], list[Check]]]:
 
 
 def _runner_checks() -> list[Callable[[Context], list[Check]]]:
-    return [_check_allocation_scheme, _check_setup, *_shared_checks(), check_docker]
+    return [
+        _check_allocation_scheme,
+        _check_setup,
+        *_shared_checks(),
+        check_send_redirects,
+        check_docker,
+    ]
 
 
 def _shared_checks() -> list[Callable[[Context], list[Check]]]:
