@@ -40,3 +40,19 @@ def test_a_host_in_hub_mode_withdraws_the_direct_side_only_when_there_was_one() 
 
     asyncio.run(scenario())
     assert [name for name, _ in plane.calls] == ["apply_peers", "withdraw_direct"]
+
+
+def test_probes_run_in_direct_mode_only() -> None:
+    plane = NullRunnerDataPlane()
+    follower = PeerFollower(plane)
+
+    async def scenario() -> None:
+        probing = asyncio.create_task(follower.probe_forever(0.01))
+        await asyncio.sleep(0.1)
+        assert ("probe_peers", None) not in plane.calls  # hub mode (or not told yet)
+        await follower.follow("direct", 1, TABLE, 1)
+        while ("probe_peers", None) not in plane.calls:
+            await asyncio.sleep(0.01)
+        probing.cancel()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -159,7 +159,15 @@ class RunnerAgent:
         self._stop.set()
 
     async def run(self) -> None:
-        """Join, heartbeat, and reconnect after every failure until `stop`."""
+        """Join, heartbeat, and reconnect after every failure until `stop`; direct mode's
+        probes run all along, host or no host."""
+        probing = asyncio.create_task(self.peers.probe_forever(self.settings.probe_interval))
+        try:
+            await self._keep_joined()
+        finally:
+            probing.cancel()
+
+    async def _keep_joined(self) -> None:
         delays = backoff_delays(self._rng)
         where = f"{self.host_address}:{self.settings.join_port}"
         while not self._stop.is_set():

@@ -62,6 +62,17 @@ class PeerFollower:
             self._applied = None
             log.error("could not apply the host's peer table %d: %s", generation, exc)
 
+    async def probe_forever(self, interval: float) -> None:
+        """Direct mode: probe every pair each `interval`, whether or not the host is there."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.mode != "direct":
+                continue
+            try:
+                await asyncio.to_thread(self.dataplane.probe_peers)
+            except KrnetError as exc:
+                log.error("probing the direct peers failed: %s", exc)
+
 
 class HostReader:
     """Reads the host's messages for one connection: pushes applied, answers queued."""
