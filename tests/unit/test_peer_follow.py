@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from ipaddress import IPv4Address, IPv4Network
 
+from krnet.core.control.agent import own_allocation
 from krnet.core.control.peer_follow import PeerFollower
 from krnet.core.control.planes import NullRunnerDataPlane
-from krnet.core.model.peers import Peer
-from krnet.core.protocol.messages import PeerEntry
+from krnet.core.model.peers import VTEP_NAME, Peer
+from krnet.core.model.settings import Settings
+from krnet.core.model.welcome import Route
+from krnet.core.protocol.messages import Allocation, PeerEntry
+from tests.protocol.test_messages import ALLOCATION
 
 TABLE = [
     PeerEntry(runner_id=1, physical_ip="192.0.2.11"),
@@ -56,3 +61,16 @@ def test_probes_run_in_direct_mode_only() -> None:
         probing.cancel()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_the_vteps_routes_are_the_overlays_own_not_underlay() -> None:
+    """A direct-mode runner's routes via vxkrd lie in the overlay: its next welcome (or
+    heartbeat_ack) must still pass the allocation check (the lab found them refused)."""
+    settings = Settings(mode="runner", host_address="192.0.2.1")
+    allocation = Allocation.model_validate({**ALLOCATION, "overlay_mode": "direct"})
+    routes = [
+        Route(IPv4Network("10.2.0.0/16"), VTEP_NAME, IPv4Address("10.2.0.0")),
+        Route(IPv4Network("10.2.0.0/32"), VTEP_NAME),
+        Route(IPv4Network("192.0.2.0/24"), "eth0"),
+    ]
+    assert own_allocation(settings, allocation, routes).overlay_mode == "direct"

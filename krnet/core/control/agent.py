@@ -26,6 +26,7 @@ from krnet.core.control.lost import refused
 from krnet.core.control.peer_follow import HostReader, PeerFollower
 from krnet.core.control.published import RunnerAccount
 from krnet.core.dataplane.routing import ipv4_routes
+from krnet.core.model.peers import VTEP_NAME
 from krnet.core.model.plan import RUNNER_TUNNEL
 from krnet.core.model.records import JoinRequest
 from krnet.core.model.report import RunnerReport
@@ -318,7 +319,7 @@ def own_allocation(
         host_ip_on_subnet=own.host_ip_on_subnet,
         physical_ips=(own.runner_physical_ip, own.host_physical_ip),
         routes=routes,
-        own_devices=(own.bridge_name, RUNNER_TUNNEL),
+        own_devices=(own.bridge_name, RUNNER_TUNNEL, VTEP_NAME),  # the overlay's own links
         # the fallback network this runner made itself is no underlay network
         own_networks=(str(IPv4Network(settings.docker_network_subnet, strict=False)),),
     )
