@@ -64,8 +64,13 @@ ErrorCode: TypeAlias = Literal[  # the wire `error` codes (docs/protocol.md, `er
 
 
 class ProtocolError(KrnetError):
-    """A join-protocol failure, carrying the wire error code (docs/protocol.md)."""
+    """A join-protocol failure, carrying the wire error code (docs/protocol.md).
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    `authenticated`: the peer's `error` carried a MAC that verified, so the host itself sent
+    it (a runner gives up its allocation only on such a refusal).
+    """
+
+    def __init__(self, code: ErrorCode, message: str, *, authenticated: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.authenticated = authenticated

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from krnet.core.control.agent import KEY_FILE
+from krnet.core.control.agent import load_runner_key
 from krnet.core.record.reader import database_path, read_events
 from krnet.lab import proofs
 from krnet.lab.cluster import HOST_UNDERLAY, Cluster, runner_underlay
@@ -67,6 +67,11 @@ def events(cluster: Cluster, runner_id: int) -> list[tuple[str, str]]:
 def lifecycle(cluster: Cluster, runner_id: int) -> list[str]:
     kinds = {"join", "rejoin", "reclaim", "adopt", "leave", "release"}
     return [kind for kind, _ in events(cluster, runner_id) if kind in kinds]
+
+
+def runner_key(cluster: Cluster) -> str | None:
+    """Runner 2's key, as its data dir holds it."""
+    return load_runner_key(cluster.nodes[1].data_dir)
 
 
 def runner_ids(cluster: Cluster) -> list[int]:
@@ -161,25 +166,24 @@ def test_release_of_a_stopped_runner_frees_it_at_once_and_it_stays_released(
     output, _ = ping.communicate(timeout=60)
     assert proofs._ping_summary(output).startswith("40/40 received"), output
     proofs.nat(lab)
-    # the runner comes back: its key went with its record, so it enrols again once its
-    # runner_key is removed (docs/operations.md), as a new runner on the lowest free id
-    (lab.nodes[1].data_dir / KEY_FILE).unlink()
+    # the runner comes back, nothing done on it: its host verifies it with its retired key and
+    # enrols it afresh (docs/operations.md), a new runner on the lowest free id with a new key
+    key = runner_key(lab)
     lab.start(lab.nodes[1])
     lab.wait_for_runners()
     assert lifecycle(lab, 2)[-2:] == ["release", "join"]  # "join", not "rejoin"
+    assert runner_key(lab) != key
     lab.wait_until("c1 reaches c2 again", lambda: bool(proofs.cross_runner(lab)), timeout=30)
 
 
-def test_forced_release_of_a_running_agent_then_reenrolled_joins_as_new(lab: Cluster) -> None:
+def test_forced_release_of_a_running_agent_that_then_joins_as_new(lab: Cluster) -> None:
     result = lab.run_krnet(lab.host, "node", "release", "2", "--yes", "--force")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("released runner 2 (krnet-r2, 192.0.2.12, active")
     assert "vxkr2 and its guard entry removed" in result.stdout
-    # the agent's next heartbeat is refused; with its runner_key removed it enrols again as a
-    # new runner (its key went with its record: docs/operations.md)
-    lab.stop(lab.nodes[1])
-    (lab.nodes[1].data_dir / KEY_FILE).unlink()
-    lab.start(lab.nodes[1])
+    # the agent's next heartbeat is refused; it reconnects by itself and is enrolled afresh
+    # as a new runner (its key retired, not forgotten: docs/operations.md)
+    lab.wait_until("runner 2 back", lambda: runner_ids(lab) == [1, 2], timeout=60)
     lab.wait_for_runners()
     assert lifecycle(lab, 2)[-2:] == ["release", "join"]
     assert tunnel_present(lab) and guard_entry(lab)
@@ -205,9 +209,6 @@ def test_prune_from_a_runner_with_the_token_releases_inactive_runners(lab: Clust
     assert not tunnel_present(lab) and not guard_entry(lab)
     assert runner_ids(lab) == [1] and lifecycle(lab, 2)[-1] == "release"
     proofs.container_to_host(lab)
-    # released, its key went with its record: it enrols again (as the next test expects)
-    # once its runner_key is removed
-    (lab.nodes[1].data_dir / KEY_FILE).unlink()
     proofs.runner_reaches_host(lab)
     again = lab.run_krnet(lab.host, "node", "prune", "--yes")
     assert again.stdout == "no inactive runner to release (every inactive runner)\n"

@@ -134,10 +134,6 @@ def test_every_fallback_says_kohakuriver_net_and_why(tmp_path: Path) -> None:
         )
 
 
-# Per-runner keys (#11) changed what a reclaimed runner hears: its key went with the record, so
-# it is refused auth_failed, not pool_exhausted, and keeps its stale addressing. The join must
-# carry a token MAC beside the key MAC for the host to answer pool_exhausted (issue #12 is open).
-@pytest.mark.xfail(strict=True, reason="a reclaimed runner is refused auth_failed (see above)")
 def test_a_runner_refused_after_its_id_was_reclaimed_gives_up_its_addressing(
     tmp_path: Path,
 ) -> None:

@@ -51,9 +51,11 @@ async def running_agent(
     token: str = TOKEN,
     dataplane: NullRunnerDataPlane | None = None,
     store: Store | None = None,
+    hostname: str | None = None,
     **changes: Any,
 ) -> AsyncIterator[RunnerAgent]:
-    """An agent running in the background; stopped (never left) on exit."""
+    """An agent running in the background (as `hostname`, else this machine's); stopped
+    (never left) on exit."""
     settings = replace(RUNNER_SETTINGS, join_port=port, **changes)
     agent = RunnerAgent(
         settings,
@@ -63,6 +65,7 @@ async def running_agent(
         store=store,
         rng=random.Random(7),
     )
+    agent.hostname = hostname or agent.hostname
     task = asyncio.create_task(agent.run())
     try:
         yield agent
@@ -308,10 +311,6 @@ async def test_an_unreachable_host_is_published_as_the_fallback_reason(tmp_path:
     assert state.network_reason is not None and "host unreachable" in state.network_reason
 
 
-# Per-runner keys (#11) changed what a reclaimed runner hears: its key went with the record, so
-# it is refused auth_failed, not pool_exhausted, and keeps its stale addressing. The join must
-# carry a token MAC beside the key MAC for the host to answer pool_exhausted (issue #12 is open).
-@pytest.mark.xfail(strict=True, reason="a reclaimed runner is refused auth_failed (see above)")
 async def test_a_runner_refused_after_its_id_was_reclaimed_gives_it_up(
     start_host: StartHost, tmp_path: Path
 ) -> None:
@@ -322,7 +321,9 @@ async def test_a_runner_refused_after_its_id_was_reclaimed_gives_it_up(
         async with running_agent(host.port, tmp_path / "a", dataplane=first, store=store):
             await wait_until(lambda: bool(store.runners()))
         await wait_until(lambda: host.store.runners()[0].status == "inactive")
-        async with running_agent(host.port, tmp_path / "b", dataplane=second) as taker:
+        # another machine (a runner of the same hostname would be this one's reinstall)
+        taker_runs = running_agent(host.port, tmp_path / "b", dataplane=second, hostname="taker")
+        async with taker_runs as taker:
             await wait_until(lambda: taker.applied is not None)
             async with running_agent(host.port, tmp_path / "a", dataplane=first, store=store):
                 await wait_until(lambda: ("withdraw", None) in first.calls)

@@ -141,10 +141,11 @@ HOST_SENDS = {
 
 def test_documented_sessions_parse_and_verify() -> None:
     """The enrolment, the same runner's next join (signed with its key), the same in direct
-    mode (a peers push), a status session, a release session and a status session with a
-    snapshot."""
+    mode (a peers push), refused after its id was reclaimed and enrolled afresh after a release
+    (both signed with its old key), a status session, a release session and a status session
+    with a snapshot."""
     sessions = documented_blocks("jsonl")
-    assert len(sessions) == 6
+    assert len(sessions) == 8
     keys: list[str] = []  # runner keys issued by the documented welcomes, in order
     for session in sessions:
         hello, first, *rest = session
@@ -161,7 +162,7 @@ def test_documented_sessions_parse_and_verify() -> None:
                 keys.append(str(message["runner_key"]))
                 host.enrol(TOKEN, keys[-1])
                 runner.enrol(TOKEN, keys[-1])
-    assert len(keys) == 1
+    assert len(keys) == 2
 
 
 def test_documented_errors_parse() -> None:

@@ -14,13 +14,16 @@ from krnet.core.protocol.messages import (
     PROTOCOL_VERSION,
     Allocation,
     Bye,
+    Error,
     Heartbeat,
     Join,
     Peers,
     Status,
     Welcome,
+    error_frame,
     join_fields,
     parse_message,
+    raise_if_error,
 )
 from krnet.errors import ProtocolError
 from tests.protocol.peers import IMPOSTOR_ALLOCATION, JOIN_MESSAGE
@@ -139,3 +142,25 @@ def test_a_bad_peer_table_is_refused_naming_the_entry(
     obj = {"type": "peers", "generation": 1, "peers": peers, "seq": 1, "mac": "0" * 64}
     with pytest.raises(ProtocolError, match=problem):
         parse_message(obj, (Peers,))
+
+
+def test_a_signed_error_carries_seq_and_mac_and_checks_on_the_runners_channel() -> None:
+    runner, host = channels()
+    obj = json.loads(host.sign(Error, code="pool_exhausted", message="all 1 runner ids are held"))
+    assert list(obj) == ["type", "code", "message", "seq", "mac"]
+    runner.check(obj)  # the host's session MAC: the host itself refused
+    error = parse_message(obj, (Error,))
+    with pytest.raises(ProtocolError) as caught:
+        raise_if_error(error, "host", authenticated=True)
+    assert caught.value.authenticated and caught.value.code == "pool_exhausted"
+    assert "unauthenticated" not in str(caught.value)
+
+
+def test_an_error_signed_by_half_is_bad_and_an_unsigned_one_stays_unauthenticated() -> None:
+    with pytest.raises(ProtocolError, match="both seq and mac"):
+        parse_message({"type": "error", "code": "busy", "message": "x", "seq": 1}, (Error,))
+    unsigned = parse_message(json.loads(error_frame("pool_exhausted", "forged")), (Error,))
+    with pytest.raises(ProtocolError) as caught:
+        raise_if_error(unsigned, "host")
+    assert not caught.value.authenticated
+    assert "its unauthenticated message" in str(caught.value)

@@ -310,3 +310,36 @@ def test_a_runner_keeps_exactly_its_own_allocation(store: Store) -> None:
     moved = store.keep_own_allocation(7, request, vni=107, subnet="10.7.0.0/16", now=T0)
     assert [r.runner_id for r in store.runners()] == [7] and moved.hostname == "runner-a"
     assert [e.kind for e in store.events()].count("join") == 2
+
+
+def test_a_runner_whose_record_goes_keeps_a_retired_key_until_it_proves_a_new_one(
+    tmp_path: Path,
+) -> None:
+    one = OverlayPlan.build("10.0.0.1", 8, 9, 100)  # a pool of one id
+    a, b = "a" * 32, "b" * 32
+    with Store.open(tmp_path) as store:
+        store.allocate(join("a", "192.0.2.1", a), plan=one, now=T0, runner_key="1" * 64)
+        store.mark_inactive(older_than=T0 + timedelta(days=1))
+        later = T0 + timedelta(days=2)
+        store.allocate(join("b", "192.0.2.2", b), plan=one, now=later, runner_key="2" * 64)
+        assert store.credentials(a) is None and store.retired_key(a) == "1" * 64  # reclaimed
+        store.release(1)
+        assert store.retired_key(b) == "2" * 64  # left
+        store.allocate(join("a", "192.0.2.1", a), plan=one, now=later, runner_key="3" * 64)
+        assert store.retired_key(a) == "1" * 64  # until the welcome's key is proven
+        store.allocate(join("a", "192.0.2.1", a), plan=one, now=later, proven=1)
+        assert store.retired_key(a) is None and store.credentials(a) == (1, "3" * 64)
+
+
+def test_only_the_most_recent_retired_keys_are_kept(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from krnet.core.record import keys
+
+    monkeypatch.setattr(keys, "RETIRED_KEPT", 2)
+    identities = [str(i) * 32 for i in range(1, 4)]
+    for i, identity in enumerate(identities, start=1):
+        request = join(f"r{i}", f"192.0.2.{i}", identity)
+        decision, _ = store.allocate(request, plan=PLAN, now=T0, runner_key=str(i) * 64)
+        assert store.release(decision.runner_id) is not None
+    assert [store.retired_key(identity) for identity in identities] == [None, "2" * 64, "3" * 64]

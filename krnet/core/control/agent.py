@@ -177,7 +177,7 @@ class RunnerAgent:
             except ProtocolError as exc:
                 log.error("%s: %s [%s]; nothing configured from this answer", where, exc, exc.code)
                 reason = f"refused by the host [{exc.code}]: {exc}"
-                await refused(self.account, self.dataplane, reason, exc.code)
+                await refused(self.account, self.dataplane, reason, exc)
                 joined = False
             except (OSError, asyncio.TimeoutError) as exc:  # wait_for's, before Python 3.11
                 log.warning("%s: cannot talk to the host (%s)", where, exc or type(exc).__name__)
@@ -252,20 +252,28 @@ class RunnerAgent:
                 )
 
     async def _enrol(self, connection: HostConnection, welcome: Welcome) -> None:
-        """Keep the key of an enrolment's welcome; every later message is keyed by it too."""
-        if (welcome.runner_key is None) != (self.runner_key is not None):
-            raise ProtocolError(
-                "bad_request",
-                "the host's welcome "
-                + ("carries no runner key for" if welcome.runner_key is None else "re-keys")
-                + " this runner: run the same krnet release on the host and every runner",
-            )
+        """Keep the key of an enrolment's welcome; every later message is keyed by it too.
+
+        A runner that holds a key is re-keyed only by a welcome signed with that key: its own
+        host, enrolling it afresh after its record went (docs/protocol.md, "Enrolment")."""
         if welcome.runner_key is None:
+            if self.runner_key is None:
+                raise ProtocolError(
+                    "bad_request",
+                    "the host's welcome carries no runner key for this runner: run the same "
+                    "krnet release on the host and every runner",
+                )
             return
+        afresh = self.runner_key is not None
         await asyncio.to_thread(save_runner_key, self.data_dir, welcome.runner_key)
         self.runner_key = welcome.runner_key
         connection.channel.enrol(self.token, welcome.runner_key)
-        log.info("enrolled: the host issued this runner's key (%s)", self.data_dir / KEY_FILE)
+        how = "enrolled afresh (the id this runner held was reclaimed or released)"
+        log.info(
+            "%s: the host issued this runner's key (%s)",
+            how if afresh else "enrolled",
+            self.data_dir / KEY_FILE,
+        )
 
     @property
     def applied(self) -> Allocation | None:

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from krnet.core.control.peers import welcome_peers
+from krnet.core.model.text import printable
 from krnet.core.protocol.channel import Channel, mac_key
 from krnet.core.protocol.framing import JsonObject
 from krnet.core.protocol.messages import Allocation, Join, Welcome
@@ -16,18 +17,27 @@ from krnet.errors import ProtocolError
 if TYPE_CHECKING:
     from krnet.core.control.context import HostContext
 
+log = logging.getLogger("krnet.host")
 
-async def proven_runner(context: HostContext, channel: Channel, join: Join, obj: JsonObject) -> int:
-    """The id of the enrolled runner whose key (with the token) signs a join the token alone
-    does not; the one `auth_failed` answer else."""
+
+async def proven_runner(
+    context: HostContext, channel: Channel, join: Join, obj: JsonObject
+) -> int | None:
+    """Who signed a join the token alone does not: the id of the enrolled runner whose key
+    (with the token) signs it, or None for a former runner whose retired key does (its record
+    went: it is enrolled afresh, answered in that key); the one `auth_failed` answer else."""
     record = context.record
     credentials = await record.run(record.store.credentials, join.identity)
-    if credentials is not None:
-        runner_id, runner_key = credentials
-        channel.token = mac_key(context.token, runner_key)
-        with contextlib.suppress(ProtocolError):
-            channel.check(obj, sequenced=False)
-            return runner_id
+    if credentials is not None and _signed(context, channel, obj, credentials[1]):
+        return credentials[0]
+    retired = await record.run(record.store.retired_key, join.identity)
+    if retired is not None and _signed(context, channel, obj, retired):
+        log.info(
+            "%s (%s) is a former runner (its id was reclaimed or released): enrolling it afresh",
+            printable(join.hostname),
+            join.physical_ip,
+        )
+        return None
     # one answer whether or not the identity is enrolled: it tells a peer nothing
     raise ProtocolError(
         "auth_failed",
@@ -38,6 +48,16 @@ async def proven_runner(context: HostContext, channel: Channel, join: Join, obj:
     )
 
 
+def _signed(context: HostContext, channel: Channel, obj: JsonObject, runner_key: str) -> bool:
+    """Whether `obj` is signed by the token and `runner_key`; the channel is keyed so if it is."""
+    channel.token = mac_key(context.token, runner_key)
+    try:
+        channel.check(obj, sequenced=False)
+    except ProtocolError:
+        return False
+    return True
+
+
 async def send_welcome(
     context: HostContext,
     channel: Channel,
@@ -46,7 +66,8 @@ async def send_welcome(
     runner_key: str | None,
 ) -> None:
     """The welcome (in direct mode with the peer table); on enrolment it carries `runner_key`,
-    signed by the token alone, and the channel signs everything after with both."""
+    signed by the token alone (a former runner's: by the token and its retired key), and the
+    channel signs everything after with the token and the new key."""
     fields = {**allocation.model_dump(), **welcome_peers(context.peers)}
     if runner_key is None:
         await send(channel.sign(Welcome, **fields))

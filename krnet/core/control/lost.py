@@ -8,6 +8,8 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from krnet.errors import ProtocolError
+
 if TYPE_CHECKING:
     from krnet.core.control.planes import RunnerDataPlane
     from krnet.core.control.published import RunnerAccount
@@ -17,10 +19,11 @@ LOST_CODES = frozenset({"pool_exhausted"})  # refusals after which the id held i
 
 
 async def refused(
-    account: RunnerAccount, dataplane: RunnerDataPlane, reason: str, code: str
+    account: RunnerAccount, dataplane: RunnerDataPlane, reason: str, refusal: ProtocolError
 ) -> None:
-    """A refusal; one that means the id this runner held is another's gives it all up."""
-    if code not in LOST_CODES:
+    """A refusal; one signed by the host that means the id this runner held is another's
+    gives it all up (an unsigned one could come from anyone who answers the connection)."""
+    if not (refusal.authenticated and refusal.code in LOST_CODES):
         if account.applied is None:
             account.fall_back(reason)
         return

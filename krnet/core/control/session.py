@@ -29,9 +29,11 @@ from krnet.core.protocol.channel import (
 )
 from krnet.core.protocol.framing import JsonObject, encode_frame, read_frame
 from krnet.core.protocol.messages import (
+    MAX_ERROR_TEXT,
     PROTOCOL_VERSION,
     Allocation,
     Bye,
+    Error,
     Heartbeat,
     HeartbeatAck,
     Hello,
@@ -166,6 +168,7 @@ class JoinSession:
         self._channel: Channel | None = None
         self._proven: int | None = None  # the runner id whose key the join's MAC proved
         self._sending = asyncio.Lock()
+        self._authenticated = False  # the first message's MAC verified: refusals are signed
 
     async def run(self) -> None:
         """Converse until the peer leaves, fails or is dropped; then close the connection."""
@@ -235,6 +238,7 @@ class JoinSession:
             if not isinstance(first, Join):
                 raise
             self._proven = await proven_runner(self.context, self._channel, first, obj)
+        self._authenticated = True
         return first
 
     async def _greet(self, hello: Hello) -> JsonObject | None:
@@ -342,10 +346,15 @@ class JoinSession:
             await asyncio.wait_for(self.writer.drain(), self.context.settings.handshake_timeout)
 
     async def refuse(self, code: ErrorCode, message: str) -> None:
-        """Best effort: the peer may already be gone."""
+        """Best effort: the peer may already be gone. Signed once the peer authenticated, so a
+        runner can tell its host's refusal from a bystander's (docs/protocol.md, `error`)."""
         COUNTERS.refused(code)
+        if self._authenticated:
+            line = self.channel.sign(Error, code=code, message=message[:MAX_ERROR_TEXT])
+        else:
+            line = error_frame(code, message)
         with contextlib.suppress(ConnectionError, asyncio.TimeoutError, RuntimeError):
-            await self.send(error_frame(code, message))
+            await self.send(line)
 
     async def close(self) -> None:
         self.writer.close()

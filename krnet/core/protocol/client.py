@@ -120,12 +120,23 @@ class HostConnection:
         if obj is None:
             raise ConnectionError("the host closed the connection")
         message = parse_message(obj, (*expected, Error))
-        raise_if_error(message, "host")
+        if isinstance(message, Error):
+            raise_if_error(message, "host", authenticated=self._signed_by_host(message, obj))
         try:
             self.channel.check(obj)
         except ProtocolError as exc:
             raise ProtocolError(exc.code, f"host failed authentication: {exc}") from None
         return message
+
+    def _signed_by_host(self, error: Error, obj: JsonObject) -> bool:
+        """Whether an `error` carries this session's MAC: the host refused, not a bystander."""
+        if error.mac is None:
+            return False
+        try:
+            self.channel.check(obj)
+        except ProtocolError:
+            return False  # forged or from another session: an unauthenticated refusal
+        return True
 
     async def close(self) -> None:
         self.writer.close()

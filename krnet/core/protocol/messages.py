@@ -35,6 +35,7 @@ from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
 from krnet.errors import ErrorCode, ProtocolError
 
 PROTOCOL_VERSION = 1
+MAX_ERROR_TEXT = 2000  # characters of an `error` message's text
 MAX_OBSERVED = 16_384  # bytes of a heartbeat's `observed` as canonical JSON: a status line holds it
 
 
@@ -325,9 +326,19 @@ class Snapshot(Message):
 
 
 class Error(Message):
+    """A refusal, then close; signed (`seq`, `mac`) once the host has authenticated its peer."""
+
     type: Literal["error"]
     code: ErrorCode
-    message: Annotated[str, StringConstraints(max_length=2000)]
+    message: Annotated[str, StringConstraints(max_length=MAX_ERROR_TEXT)]
+    seq: Seq | None = None
+    mac: Mac | None = None
+
+    @model_validator(mode="after")
+    def _signed_whole(self) -> Error:
+        if (self.seq is None) != (self.mac is None):
+            raise ValueError("a signed error carries both seq and mac, an unsigned one neither")
+        return self
 
 
 MESSAGES: dict[str, type[Message]] = {  # by the `type` field
@@ -401,19 +412,24 @@ def parse_message(obj: Mapping[str, JsonValue], expected: Sequence[type[Message]
         raise ProtocolError("bad_request", _summarize(exc, kind)) from None
 
 
-def raise_if_error(message: Message, peer: str) -> None:
+def raise_if_error(message: Message, peer: str, *, authenticated: bool = False) -> None:
     """Turn a peer's `error` message into ProtocolError carrying its code.
 
-    An `error` carries no MAC: anyone who answers the connection can write it, so its text is
-    quoted, marked as unauthenticated and escaped (no forged log lines, no terminal escapes).
+    Unless its MAC verified (`authenticated`), anyone who answers the connection can write an
+    `error`, so its text is quoted, marked as unauthenticated and escaped either way (no forged
+    log lines, no terminal escapes).
     """
     if isinstance(message, Error):
         text = printable(message.message)
+        said = "its message" if authenticated else "its unauthenticated message"
         raise ProtocolError(
-            message.code, f'{peer} refused ({message.code}); its unauthenticated message: "{text}"'
+            message.code,
+            f'{peer} refused ({message.code}); {said}: "{text}"',
+            authenticated=authenticated,
         )
 
 
 def error_frame(code: ErrorCode, message: str) -> bytes:
-    """The `error` line refusing a peer (the message cut to the 2,000 characters allowed)."""
-    return encode_frame(Error(type="error", code=code, message=message[:2000]).model_dump())
+    """The unsigned `error` line refusing a peer (the message cut to the length allowed)."""
+    text = message[:MAX_ERROR_TEXT]
+    return encode_frame(Error(type="error", code=code, message=text).model_dump(exclude_none=True))

@@ -9,6 +9,7 @@ from sqlmodel import col, func, select
 
 from krnet.core.model.records import RunnerRecord
 from krnet.core.record.base import StoreBase
+from krnet.core.record.keys import retire
 from krnet.core.record.rows import JOIN_EVENTS, RELEASE_EVENT, log_event, to_record
 from krnet.core.record.tables import EventRow, RunnerRow
 
@@ -23,9 +24,11 @@ class Releases(StoreBase):
             if row is None:
                 return None
             record = to_record(row)
+            now = datetime.now(timezone.utc)
+            retire(session, row, now)  # it comes back as a new runner, answered with its key
             session.delete(row)
             message = f"runner {runner_id} ({row.hostname}) left; id {runner_id} is free"
-            log_event(session, datetime.now(timezone.utc), "leave", message, runner_id)
+            log_event(session, now, "leave", message, runner_id)
             return record
 
     def release_by_hand(
@@ -35,14 +38,17 @@ class Releases(StoreBase):
         if it is still that runner and (unless `force`) not heard from since; None else."""
         with self._session(write=True) as session:
             row = session.get(RunnerRow, runner.runner_id)
-            current = None if row is None else to_record(row)
-            if current is None or (current.identity_hash, current.first_seen) != (
+            if row is None:
+                return None
+            current = to_record(row)
+            if (current.identity_hash, current.first_seen) != (
                 runner.identity_hash,
                 runner.first_seen,
             ):
                 return None
             if not force and current.last_seen != runner.last_seen:
                 return None
+            retire(session, row, now)
             session.delete(row)
             who = f"runner {current.runner_id} ({current.hostname}, {current.physical_ip})"
             message = f"{who} released by hand ({why}); id {current.runner_id} is free"

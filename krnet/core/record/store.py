@@ -31,7 +31,7 @@ from krnet.core.model.records import (
     RunnerRecord,
 )
 from krnet.core.record.database import BUSY_TIMEOUT, current_revision
-from krnet.core.record.keys import RunnerKeys
+from krnet.core.record.keys import RunnerKeys, forget_retired, retire
 from krnet.core.record.own import OwnAllocation
 from krnet.core.record.reader import database_path
 from krnet.core.record.release import Releases
@@ -105,6 +105,8 @@ class Store(Releases, OwnAllocation, RunnerKeys):
             decision = choose_runner_id(records, request, plan.max_runners, proven=proven)
             addresses = plan.runner(decision.runner_id)
             row = session.get(RunnerRow, decision.runner_id)
+            if row is not None and decision.kind == "reclaimed":
+                retire(session, row, now)  # its runner is answered with it when it comes back
             returning = decision.kind == "returning"
             first_seen = row.first_seen if row is not None and returning else now
             joined = joined_record(
@@ -118,6 +120,8 @@ class Store(Releases, OwnAllocation, RunnerKeys):
             row = to_row(joined, row)
             if decision.runner_id != proven:
                 row.runner_key = runner_key
+            elif row.identity_hash is not None:
+                forget_retired(session, row.identity_hash)
             session.add(row)
             kind = JOIN_EVENTS[decision.kind]
             log_event(session, now, kind, _join_message(decision, row), row.runner_id)

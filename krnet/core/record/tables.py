@@ -46,3 +46,14 @@ class EventRow(SQLModel, table=True):
     kind: str
     runner_id: int | None = None
     message: str
+
+
+class RetiredKeyRow(SQLModel, table=True):
+    """The key of a runner whose record went (id reclaimed, released, left): when it comes
+    back the host still proves itself with it, and enrols that runner afresh."""
+
+    __tablename__ = "retired_key"
+
+    identity_hash: str = Field(primary_key=True)  # SHA-256 of the runner's identity
+    runner_key: str
+    retired_at: datetime = Field(index=True)
