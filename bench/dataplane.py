@@ -376,12 +376,7 @@ def report(paths: list[Measurement], runs: int, seconds: int) -> None:
         f"{run(['iperf3', '--version'], 10).split(chr(10))[0]}, one TCP stream, "
         f"median of {runs} runs of {seconds} s; ping: median of {PINGS}"
     )
-    for path in paths:
-        runs_text = ", ".join(f"{value:.2f}" for value in path.gbits)
-        print(
-            f"  {path.label:22} {path.median_gbits:6.2f} Gbit/s  ({runs_text})   "
-            f"RTT {path.median_rtt_ms:.3f} ms"
-        )
+    print_paths(paths, width=22)
     print(
         f"  overlay / underlay:    throughput {ratio(overlay, underlay)}, "
         f"RTT {overlay.median_rtt_ms / underlay.median_rtt_ms:.2f}x"
@@ -397,6 +392,16 @@ def report(paths: list[Measurement], runs: int, seconds: int) -> None:
         f"{min(overlay.host_packets)} at least in a hub run; its krnet serve used at most "
         f"{max(direct.host_cpu):.2f} s of CPU in a {seconds} s direct run"
     )
+
+
+def print_paths(paths: list[Measurement], width: int) -> None:
+    """One line per path: median Gbit/s, every run's, and the median round trip."""
+    for path in paths:
+        runs_text = ", ".join(f"{value:.2f}" for value in path.gbits)
+        print(
+            f"  {path.label:{width}} {path.median_gbits:6.2f} Gbit/s  ({runs_text})   "
+            f"RTT {path.median_rtt_ms:.3f} ms"
+        )
 
 
 def ratio(numerator: Measurement, denominator: Measurement) -> str:

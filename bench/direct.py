@@ -12,6 +12,14 @@ background load hits them alike. The host's vxkr1 receive counter is read around
 run: a direct packet never reaches the host. Prints medians and the direct / hub ratios.
 
     sudo .venv/bin/python bench/direct.py [--runs 3] [--seconds 5]
+
+With `--peers N [N ...]` it measures instead what a peer table of N costs one runner's
+`DirectPlane.ensure` (build, a pass that changes nothing, one peer more, one less: what a
+pushed table costs a runner on a join or a leave), each against its floor in the same namespace
+and process: iproute2 reading the same entries (`ip neigh`/`bridge fdb`/`ip route show dev
+vxkrd`) for the pass that changes nothing, building or deleting them with `ip -batch` and
+`bridge -batch` for the others; and one full netlink dump (links, addresses, routes) with those
+peers' routes in it, for scale.
 """
 
 from __future__ import annotations
@@ -49,6 +57,62 @@ held = types.SimpleNamespace(
     host_overlay_ip="10.0.0.1", overlay_cidr="10.0.0.0/8", subnet=f"10.{me}.0.0/16", vxlan_id=100,
 )
 print(plane.ensure(held, [Peer(peer, f"192.0.2.{10 + peer}")]) if on else plane.withdraw())
+"""
+# Runs inside a runner's namespace: the cost of a peer table of argv[1] peers, in seconds, and
+# its floor: iproute2 reading the same entries, and building them with `ip -batch`/`bridge -batch`.
+SCALE = """
+import json, subprocess, sys, time, types
+from krnet.core.dataplane.direct_plane import DirectPlane
+from krnet.core.dataplane.netlink import Netlink, open_netlink, read_kernel_state
+from krnet.core.model.peers import Peer, vtep_mac
+from krnet.core.model.settings import Settings
+held = types.SimpleNamespace(
+    runner_id=1, runner_physical_ip="192.0.2.11", vxlan_port=4789, mtu=1450,
+    host_overlay_ip="10.0.0.1", overlay_cidr="10.0.0.0/8", subnet="10.1.0.0/16", vxlan_id=100,
+)
+peers = [Peer(rid, f"192.0.3.{rid}") for rid in range(2, int(sys.argv[1]) + 2)]
+plane = DirectPlane(Settings().plan(), Netlink())
+def timed(step):
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+def dump():
+    with open_netlink() as ipr:
+        read_kernel_state(ipr)
+def run(*argv, stdin=""):
+    subprocess.run(argv, input=stdin, text=True, check=True, stdout=subprocess.DEVNULL)
+def read():
+    for argv in (["ip", "neigh"], ["bridge", "fdb"], ["ip", "route"]):
+        run(*argv, "show", "dev", "vxkrd")
+def batch(table, verb="replace"):
+    ip = "".join(
+        f"neigh {verb} 10.{p.runner_id}.0.0 lladdr {vtep_mac(p.runner_id)} dev vxkrd "
+        "nud permanent\\n"
+        f"route {verb} 10.{p.runner_id}.0.0/32 dev vxkrd scope link\\n"
+        f"route {verb} 10.{p.runner_id}.0.0/16 via 10.{p.runner_id}.0.0 dev vxkrd onlink\\n"
+        for p in table
+    )
+    fdb = "".join(
+        f"fdb {'del' if verb == 'del' else 'append'} {vtep_mac(p.runner_id)} dev vxkrd "
+        f"dst {p.physical_ip} self permanent\\n"
+        for p in table
+    )
+    run("ip", "-batch", "-", stdin=ip)
+    run("bridge", "-batch", "-", stdin=fdb)
+dump()  # the warm-up: pyroute2 imported, its socket code run once
+spent = {
+    "build": timed(lambda: plane.ensure(held, peers[:-1])),
+    "again": timed(lambda: plane.ensure(held, peers[:-1])),
+    "one more": timed(lambda: plane.ensure(held, peers)),
+    "one less": timed(lambda: plane.ensure(held, peers[:-1])),
+}
+spent["dump"] = min(timed(dump) for _ in range(5))  # with every peer's routes in the table
+floor = {"again": timed(read)}
+plane.ensure(held, [])  # the bare VTEP: the floor builds the same entries on it
+floor["build"] = timed(lambda: batch(peers[:-1]))
+floor["one more"] = timed(lambda: batch(peers[-1:]))
+floor["one less"] = timed(lambda: batch(peers[-1:], "del"))
+print(json.dumps({"krnet": spent, "floor": floor}))
 """
 REQUIRED = ("ip", "nsenter", "iperf3", "ping", "ss")
 
@@ -111,17 +175,29 @@ def benchmark(runs: int, seconds: int) -> tuple[list[dataplane.Measurement], lis
     return [direct, hub, underlay], crossed
 
 
+def peer_tables(sizes: list[int]) -> None:
+    """Print what each peer table size costs one runner, beside iproute2's floor and the dump."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    print("peer table on one runner: krnet's seconds / iproute2's (ratio); one full netlink dump")
+    with Lab() as lab:
+        node = lab.add_node("r1", "192.0.2.11/24")
+        for size in sizes:
+            shown = json.loads(node.run([sys.executable, "-c", SCALE, str(size)], env=env).stdout)
+            spent, floor = shown["krnet"], shown["floor"]
+            base = spent.pop("dump")
+            steps = ", ".join(
+                f"{step} {value:.3f} / {floor[step]:.3f} s ({value / floor[step]:.1f}x)"
+                for step, value in spent.items()
+            )
+            print(f"  {size} peers: {steps}; dump {base * 1000:.1f} ms")
+
+
 def report(
     paths: list[dataplane.Measurement], crossed: list[tuple[int, int]], seconds: int
 ) -> None:
     direct, hub, underlay = paths
     print(f"direct vs hub: {os.cpu_count()} CPUs, one TCP stream, runs of {seconds} s")
-    for path in paths:
-        runs_text = ", ".join(f"{value:.2f}" for value in path.gbits)
-        print(
-            f"  {path.label:14} {path.median_gbits:6.2f} Gbit/s  ({runs_text})   "
-            f"RTT {path.median_rtt_ms:.3f} ms"
-        )
+    dataplane.print_paths(paths, width=14)
     print(
         f"  direct / hub:      throughput {dataplane.ratio(direct, hub)}, "
         f"RTT {direct.median_rtt_ms / hub.median_rtt_ms:.2f}x"
@@ -141,7 +217,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per path (default 3)")
     parser.add_argument("--seconds", type=int, default=5, help="length of a run (default 5)")
+    parser.add_argument("--peers", type=int, nargs="+", help="peer table sizes to time instead")
     arguments = parser.parse_args()
+    if arguments.peers:
+        peer_tables(arguments.peers)
+        return 0
     reason = missing_prerequisites(REQUIRED)
     if reason is not None:
         print(f"direct: {reason}", file=sys.stderr)

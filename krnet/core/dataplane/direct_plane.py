@@ -21,6 +21,7 @@ from krnet.core.model.peers import (
     PathBook,
     Peer,
     PeerPath,
+    runner_subnet,
     vtep_address,
     vtep_mac,
     vtep_vni,
@@ -76,7 +77,7 @@ class DirectPlane:
                 vtep_ip=str(vtep_address(self.plan, peer.runner_id)),
                 mac=vtep_mac(peer.runner_id),
                 physical_ip=peer.physical_ip,
-                subnet=str(self.plan.runner(peer.runner_id).subnet),
+                subnet=str(runner_subnet(self.plan, peer.runner_id)),
                 direct=self.book.path(peer.runner_id) == "direct",
             )
             for peer in self._peers

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from ipaddress import IPv4Address
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
 from krnet.core.model.plan import OverlayPlan
@@ -56,7 +57,13 @@ def vtep_mac(runner_id: int) -> str:
 
 def vtep_address(plan: OverlayPlan, runner_id: int) -> IPv4Address:
     """Runner N's VTEP address: the network address of its subnet (10.N.0.0 by default)."""
-    return plan.runner(runner_id).subnet.network_address
+    return runner_subnet(plan, runner_id).network_address
+
+
+@lru_cache(maxsize=1024)
+def runner_subnet(plan: OverlayPlan, runner_id: int) -> IPv4Network:
+    """Runner N's subnet, worked out once per plan: every pushed table lists up to 255 peers."""
+    return plan.runner(runner_id).subnet
 
 
 def vtep_vni(plan: OverlayPlan) -> int:

@@ -1,7 +1,8 @@
 """krnet's links, addresses and routes through netlink: one dump per pass, idempotent ensures.
 
 `state` reads (one dump, indexed by name), `links` converges the host device, the bridge and
-the VXLAN tunnels, `routes` addresses and main-table routes, `session` is the `Kernel` handle
+the VXLAN tunnels, `routes` addresses and main-table routes, `peers` a VTEP's entries (through
+`rtnl`, a raw socket for filtered dumps and batched requests), `session` is the `Kernel` handle
 the planes are given. pyroute2 is imported in this package and nowhere else.
 """
 

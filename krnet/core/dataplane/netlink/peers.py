@@ -4,28 +4,28 @@ flannel's VXLAN backend is the model: per remote node a permanent neighbour (its
 address -> its VTEP MAC), an FDB entry (that MAC -> its underlay address) and a route to its
 subnet via its VTEP address `onlink`. krnet adds a /32 link route to each VTEP address that
 stays while the pair is on the hub, so the direct path can still be probed and recover.
-Everything on the VTEP that is not wanted is removed: the VTEP is krnet's alone.
+Everything on the VTEP that is not wanted is removed: the VTEP is krnet's alone. A pass reads
+only the VTEP's entries (dumps the kernel filters, `rtnl`) and writes only the differences, in
+batches; what it wrote is read back.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from socket import AF_INET
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from krnet.core.dataplane.netlink.calls import call
-from krnet.core.dataplane.netlink.state import MAIN_TABLE, KernelState, current_routes
+from krnet.core.dataplane.netlink import rtnl
+from krnet.core.dataplane.netlink.rtnl import Request, Rtnl, attribute, attributes, open_rtnl
+from krnet.core.dataplane.netlink.state import MAIN_TABLE, KernelState
 from krnet.errors import KernelError
 
 if TYPE_CHECKING:
-    from pyroute2 import IPRoute
-
     from krnet.core.dataplane.interfaces import PeerEntry
 
-NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 0x4
-SCOPE_LINK = 253
+SCOPE_UNIVERSE, SCOPE_LINK = 0, 253
 SCOPE_ANY = 255  # RT_SCOPE_NOWHERE: a deletion that matches a route of any scope
 
 
@@ -50,99 +50,157 @@ def wanted_entries(entries: Sequence[PeerEntry]) -> VtepEntries:
     )
 
 
-def read_entries(ipr: IPRoute, state: KernelState, vtep: str) -> VtepEntries:
-    """The VTEP's permanent neighbours, FDB entries and main-table routes."""
-    index = _index(state, vtep)
-    neighbours = {
-        msg.get_attr("NDA_DST"): (msg.get_attr("NDA_LLADDR") or "").lower()
-        for msg in call(f"dump neighbours of {vtep}", ipr.neigh, "dump", family=AF_INET)
-        if msg["ifindex"] == index and msg["state"] & NUD_PERMANENT
-    }
-    fdb: dict[str, tuple[str, ...]] = {}
-    for msg in call(f"dump FDB of {vtep}", ipr.fdb, "dump"):
-        if msg["ifindex"] == index and msg.get_attr("NDA_DST"):
-            mac = (msg.get_attr("NDA_LLADDR") or "").lower()
-            fdb[mac] = tuple(sorted((*fdb.get(mac, ()), msg.get_attr("NDA_DST"))))
-    routes = {r.dst: r.gateway for r in current_routes(ipr, state) if r.dev == vtep}
-    return VtepEntries(neighbours, fdb, routes)
+def read_entries(link: Rtnl, vtep: str, index: int) -> VtepEntries:
+    """The VTEP's permanent neighbours, FDB entries and main-table routes, and nothing else."""
+    return VtepEntries(
+        _neighbours(link, vtep, index), _fdb(link, vtep, index), _routes(link, vtep, index)
+    )
 
 
-def ensure_peer_entries(
-    ipr: IPRoute, state: KernelState, vtep: str, entries: Sequence[PeerEntry]
-) -> list[str]:
+def ensure_peer_entries(state: KernelState, vtep: str, entries: Sequence[PeerEntry]) -> list[str]:
     """Exactly these peers' entries on `vtep` (neighbour, FDB, then route), read back."""
-    want, have = wanted_entries(entries), read_entries(ipr, state, vtep)
     index = _index(state, vtep)
-    changes = _converge_neighbours(ipr, vtep, index, want, have)
-    changes += _converge_fdb(ipr, vtep, index, want, have)
-    changes += _converge_routes(ipr, state, vtep, index, want, have)
-    if changes:
+    want = wanted_entries(entries)
+    with open_rtnl() as link:
+        have = read_entries(link, vtep, index)
+        requests = _neighbour_requests(vtep, index, want, have)
+        requests += _fdb_requests(vtep, index, want, have)
+        requests += _route_requests(vtep, index, want, have)
+        if not requests:
+            return []
+        link.apply(requests)
         state.routes_stale = True
-        after = read_entries(ipr, state, vtep)
-        if after != want:
-            raise KernelError(
-                f"{vtep}: peer entries read back as {after}, expected {want}; another program "
-                "may be managing this link: stop it or rename krnet's link"
-            )
-    return changes
+        after = read_entries(link, vtep, index)
+    if after != want:
+        raise KernelError(
+            f"{vtep}: peer entries read back as {after}, expected {want}; another program "
+            "may be managing this link: stop it or rename krnet's link"
+        )
+    return [what for what, *_ in requests]
 
 
-def _converge_neighbours(
-    ipr: IPRoute, vtep: str, index: int, want: VtepEntries, have: VtepEntries
-) -> list[str]:
-    changes = []
+def _neighbours(link: Rtnl, vtep: str, index: int) -> dict[str, str]:
+    found = {}
+    request = rtnl.neighbour(socket.AF_INET, 0, 0, attribute(rtnl.NDA_IFINDEX, _u32(index)))
+    for _, msg in link.dump(f"dump neighbours of {vtep}", rtnl.RTM_GETNEIGH, request):
+        _, _, _, ifindex, nud, _, _ = rtnl.NDMSG.unpack_from(msg)
+        attrs = attributes(msg, rtnl.NDMSG.size)
+        if ifindex == index and nud & rtnl.NUD_PERMANENT and rtnl.NDA_DST in attrs:
+            mac = rtnl.mac_text(attrs.get(rtnl.NDA_LLADDR, b""))
+            found[socket.inet_ntoa(attrs[rtnl.NDA_DST])] = mac
+    return found
+
+
+def _fdb(link: Rtnl, vtep: str, index: int) -> dict[str, tuple[str, ...]]:
+    found: dict[str, tuple[str, ...]] = {}
+    request = rtnl.neighbour(rtnl.AF_BRIDGE, 0, 0, attribute(rtnl.NDA_IFINDEX, _u32(index)))
+    for _, msg in link.dump(f"dump FDB of {vtep}", rtnl.RTM_GETNEIGH, request):
+        attrs = attributes(msg, rtnl.NDMSG.size)
+        if rtnl.NDMSG.unpack_from(msg)[3] == index and len(attrs.get(rtnl.NDA_DST, b"")) == 4:
+            mac = rtnl.mac_text(attrs.get(rtnl.NDA_LLADDR, b""))
+            remote = socket.inet_ntoa(attrs[rtnl.NDA_DST])
+            found[mac] = tuple(sorted((*found.get(mac, ()), remote)))
+    return found
+
+
+def _routes(link: Rtnl, vtep: str, index: int) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    request = rtnl.route(0, 0, 0, 0, attribute(rtnl.RTA_OIF, _u32(index)))
+    for _, msg in link.dump(f"dump routes of {vtep}", rtnl.RTM_GETROUTE, request):
+        _, dst_len, _, _, table, _, _, kind, _ = rtnl.RTMSG.unpack_from(msg)
+        attrs = attributes(msg, rtnl.RTMSG.size)
+        table = int.from_bytes(attrs.get(rtnl.RTA_TABLE, b""), "little") or table
+        oif = int.from_bytes(attrs.get(rtnl.RTA_OIF, b""), "little")
+        if table != MAIN_TABLE or kind != rtnl.RTN_UNICAST or oif != index:
+            continue
+        dst = socket.inet_ntoa(attrs.get(rtnl.RTA_DST, bytes(4)))
+        gateway = attrs.get(rtnl.RTA_GATEWAY)
+        found[f"{dst}/{dst_len}"] = socket.inet_ntoa(gateway) if gateway else None
+    return found
+
+
+def _neighbour_requests(
+    vtep: str, index: int, want: VtepEntries, have: VtepEntries
+) -> list[Request]:
+    requests: list[Request] = []
     for ip in sorted(set(have.neighbours) - set(want.neighbours)):
-        call(f"remove neighbour {ip} from {vtep}", ipr.neigh, "del", dst=ip, ifindex=index)
-        changes.append(f"{vtep}: neighbour {ip} removed")
+        body = rtnl.neighbour(
+            socket.AF_INET, index, 0, attribute(rtnl.NDA_DST, socket.inet_aton(ip))
+        )
+        requests.append((f"{vtep}: neighbour {ip} removed", rtnl.RTM_DELNEIGH, 0, body))
     for ip, mac in sorted(want.neighbours.items()):
         if have.neighbours.get(ip) != mac:
-            spec = {"dst": ip, "lladdr": mac, "ifindex": index, "state": NUD_PERMANENT}
-            call(f"set neighbour {ip} on {vtep}", ipr.neigh, "replace", **spec)
-            changes.append(f"{vtep}: neighbour {ip} -> {mac} set")
-    return changes
+            attrs = attribute(rtnl.NDA_DST, socket.inet_aton(ip)) + attribute(
+                rtnl.NDA_LLADDR, _mac(mac)
+            )
+            body = rtnl.neighbour(socket.AF_INET, index, rtnl.NUD_PERMANENT, attrs)
+            flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+            requests.append(
+                (f"{vtep}: neighbour {ip} -> {mac} set", rtnl.RTM_NEWNEIGH, flags, body)
+            )
+    return requests
 
 
-def _converge_fdb(
-    ipr: IPRoute, vtep: str, index: int, want: VtepEntries, have: VtepEntries
-) -> list[str]:
-    changes = []
+def _fdb_requests(vtep: str, index: int, want: VtepEntries, have: VtepEntries) -> list[Request]:
+    requests: list[Request] = []
     for mac, remotes in sorted(have.fdb.items()):
         for remote in remotes if want.fdb.get(mac) != remotes else ():
-            spec = {"lladdr": mac, "dst": remote, "ifindex": index}
-            call(f"remove FDB {mac} -> {remote} from {vtep}", ipr.fdb, "del", **spec)
-            changes.append(f"{vtep}: FDB {mac} -> {remote} removed")
+            body = _fdb_body(index, mac, remote)
+            requests.append((f"{vtep}: FDB {mac} -> {remote} removed", rtnl.RTM_DELNEIGH, 0, body))
     for mac, (remote,) in sorted(want.fdb.items()):
         if have.fdb.get(mac) != (remote,):
-            spec = {"lladdr": mac, "dst": remote, "ifindex": index}
-            call(f"add FDB {mac} -> {remote} on {vtep}", ipr.fdb, "append", **spec)
-            changes.append(f"{vtep}: FDB {mac} -> {remote} added")
-    return changes
+            flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_APPEND
+            body = _fdb_body(index, mac, remote)
+            requests.append(
+                (f"{vtep}: FDB {mac} -> {remote} added", rtnl.RTM_NEWNEIGH, flags, body)
+            )
+    return requests
 
 
-def _converge_routes(
-    ipr: IPRoute, state: KernelState, vtep: str, index: int, want: VtepEntries, have: VtepEntries
-) -> list[str]:
-    changes = []
+def _route_requests(vtep: str, index: int, want: VtepEntries, have: VtepEntries) -> list[Request]:
+    requests: list[Request] = []
     for dst in sorted(set(have.routes) - set(want.routes)):
-        spec = {"dst": dst, "oif": index, "table": MAIN_TABLE, "scope": SCOPE_ANY}
-        call(f"remove route {dst} dev {vtep}", ipr.route, "del", **spec)
-        changes.append(f"{vtep}: route {dst} removed")
+        body = _route_body(dst, None, index, SCOPE_ANY)
+        requests.append((f"{vtep}: route {dst} removed", rtnl.RTM_DELROUTE, 0, body))
     for dst, gateway in sorted(want.routes.items()):
         if dst not in have.routes or have.routes[dst] != gateway:
-            what = f"route {dst} via {gateway} dev {vtep} onlink" if gateway else f"route {dst}"
-            call(what, ipr.route, "replace", **_route(dst, gateway, index))
-            changes.append(f"{vtep}: {what} set" if gateway else f"{vtep}: {what} (link) set")
-    state.routes_stale = state.routes_stale or bool(changes)
-    return changes
+            what = (
+                f"{vtep}: route {dst} via {gateway} dev {vtep} onlink set"
+                if gateway
+                else f"{vtep}: route {dst} (link) set"
+            )
+            scope = SCOPE_UNIVERSE if gateway else SCOPE_LINK
+            body = _route_body(dst, gateway, index, scope)
+            flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+            requests.append((what, rtnl.RTM_NEWROUTE, flags, body))
+    return requests
 
 
-def _route(dst: str, gateway: str | None, index: int) -> dict[str, Any]:
-    spec: dict[str, Any] = {"dst": dst, "oif": index, "table": MAIN_TABLE}
-    if gateway is None:
-        spec["scope"] = SCOPE_LINK
-    else:
-        spec.update(gateway=gateway, flags=RTNH_F_ONLINK)
-    return spec
+def _fdb_body(index: int, mac: str, remote: str) -> bytes:
+    attrs = attribute(rtnl.NDA_LLADDR, _mac(mac)) + attribute(
+        rtnl.NDA_DST, socket.inet_aton(remote)
+    )
+    return rtnl.neighbour(rtnl.AF_BRIDGE, index, rtnl.NUD_PERMANENT, attrs, rtnl.NTF_SELF)
+
+
+def _route_body(dst: str, gateway: str | None, index: int, scope: int) -> bytes:
+    network, _, length = dst.partition("/")
+    attrs = attribute(rtnl.RTA_DST, socket.inet_aton(network)) + attribute(
+        rtnl.RTA_OIF, _u32(index)
+    )
+    if gateway is not None:
+        attrs += attribute(rtnl.RTA_GATEWAY, socket.inet_aton(gateway))
+    flags = RTNH_F_ONLINK if gateway else 0
+    protocol = 0 if scope == SCOPE_ANY else rtnl.RTPROT_STATIC  # a deletion matches any origin
+    return rtnl.route(int(length), protocol, scope, flags, attrs)
+
+
+def _u32(value: int) -> bytes:
+    return value.to_bytes(4, "little")
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
 
 
 def _index(state: KernelState, vtep: str) -> int:

@@ -54,7 +54,7 @@ class NetlinkSession:
         return routes.ensure_route(self.ipr, self.state, dst, via=via, dev=dev)
 
     def ensure_peer_entries(self, vtep: str, entries: Sequence[PeerEntry]) -> list[str]:
-        return peers.ensure_peer_entries(self.ipr, self.state, vtep, entries)
+        return peers.ensure_peer_entries(self.state, vtep, entries)
 
     def remove_link(self, name: str) -> list[str]:
         return links.remove_link(self.ipr, self.state, name)
