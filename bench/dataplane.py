@@ -7,10 +7,15 @@ ping run inside the namespaces with `nsenter`:
   (b) underlay: runner 1's namespace -> runner 2's namespace directly (192.0.2.x), same cluster;
   (c) hand-built: the same shape built with plain `ip` commands in a lab of its own (host with
       kohaku-host and one vxkrN per runner; each runner a bridge, vxlan0 in it, a veth
-      "container" namespace on the bridge; the reference's routes; no iptables, no krnet).
-Runs are interleaved (a, b, c, a, b, c, ...) so background load hits every path alike. Prints
-the median Gbit/s of the runs, the median ping RTT, and the ratios. Bounded by --budget
-seconds; everything is torn down on exit, on error, on Ctrl-C and on SIGTERM.
+      "container" namespace on the bridge; the reference's routes; no iptables, no krnet);
+  (d) direct: the same containers as (a), runner 1 -> runner 2 VTEP to VTEP. The cluster's host
+      runs `overlay_mode = "direct"`; for (a) the pair is put on the hub the way krnet does it
+      when their UDP is blocked (a raw DROP on runner 1, waited for until both ends dropped
+      the direct route), for (d) the block goes and the route comes back.
+Runs are interleaved (a, b, c, d, a, b, c, d, ...) so background load hits every path alike.
+Around each run it counts the packets the host's tunnels received and the CPU time of the
+host's `krnet serve`. Prints the median Gbit/s of the runs, the median ping RTT, the ratios.
+Bounded by --budget seconds; everything is torn down on exit, on error, on Ctrl-C and on SIGTERM.
 
     sudo .venv/bin/python bench/dataplane.py [--runs 3] [--seconds 5] [--budget 900]
 """
@@ -82,6 +87,9 @@ class Measurement:
     target: Endpoint
     gbits: list[float] = field(default_factory=list)
     rtts_ms: list[float] = field(default_factory=list)
+    enter: Callable[[], None] = lambda: None  # puts the cluster in this path's state
+    host_packets: list[int] = field(default_factory=list)  # the host's tunnels, per run
+    host_cpu: list[float] = field(default_factory=list)  # seconds of the host's krnet serve
 
     @property
     def median_gbits(self) -> float:
@@ -182,12 +190,27 @@ def round_trips(path: Measurement) -> list[float]:
     return rtts
 
 
-def measure(paths: list[Measurement], runs: int, seconds: int, say: Callable[[str], None]) -> None:
+def measure(
+    paths: list[Measurement],
+    runs: int,
+    seconds: int,
+    say: Callable[[str], None],
+    host: HostLoad,
+) -> None:
     for number in range(1, runs + 1):
         for path in paths:
+            path.enter()
+            before, cpu = host.packets(), host.cpu_seconds()
             path.gbits.append(throughput(path, seconds))
-            say(f"run {number}/{runs} {path.label}: {path.gbits[-1]:.2f} Gbit/s")
+            path.host_packets.append(host.packets() - before)
+            path.host_cpu.append(host.cpu_seconds() - cpu)
+            say(
+                f"run {number}/{runs} {path.label}: {path.gbits[-1]:.2f} Gbit/s, "
+                f"the host's tunnels received {path.host_packets[-1]} packets, its krnet "
+                f"serve used {path.host_cpu[-1]:.2f} s of CPU"
+            )
     for path in paths:
+        path.enter()
         path.rtts_ms = round_trips(path)
         say(f"ping {path.label}: median {path.median_rtt_ms:.3f} ms")
 
@@ -196,10 +219,12 @@ def measure(paths: list[Measurement], runs: int, seconds: int, say: Callable[[st
 
 
 def krnet_cluster(workdir: Path, say: Callable[[str], None]) -> Cluster:
-    """A running lab cluster (host + 2 runners, dockerds) with a container on each runner."""
+    """A running lab cluster (host in direct mode + 2 runners, dockerds) with a container on
+    each runner."""
     cluster = Cluster(workdir, runners=2, progress=say)
     try:
         cluster.build()
+        cluster.write_config(cluster.host, overlay_mode="direct")
         cluster.start_all()
         cluster.wait_for_runners()
         for index, runner in enumerate(cluster.nodes, start=1):
@@ -210,20 +235,76 @@ def krnet_cluster(workdir: Path, say: Callable[[str], None]) -> Cluster:
     return cluster
 
 
-def krnet_paths(cluster: Cluster) -> tuple[Measurement, Measurement]:
-    """(a) container to container through the overlay, (b) runner to runner on the underlay."""
+def krnet_paths(cluster: Cluster) -> tuple[Measurement, Measurement, Measurement]:
+    """(a) container to container through the hub, (b) runner to runner on the underlay,
+    (d) the same containers direct."""
     first, second = cluster.nodes
-    overlay = Measurement(
-        "(a) krnet overlay",
-        container_endpoint(cluster, first, "c1"),
-        container_endpoint(cluster, second, "c2"),
-    )
+    ends = (container_endpoint(cluster, first, "c1"), container_endpoint(cluster, second, "c2"))
+    pair = PairPath(cluster)
+    overlay = Measurement("(a) krnet hub", *ends, enter=pair.hub)
     underlay = Measurement(
         "(b) underlay",
         namespace_endpoint("r1", first.node.ns, first.node.address),
         namespace_endpoint("r2", second.node.ns, second.node.address),
+        enter=pair.direct,
     )
-    return overlay, underlay
+    return overlay, underlay, Measurement("(d) krnet direct", *ends, enter=pair.direct)
+
+
+class PairPath:
+    """Runners 1 and 2 on the hub (their VXLAN blocked, as a firewall would) or direct."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.first, self.second = cluster.nodes
+        self.block = ["PREROUTING", "-s", self.second.node.address, "-p", "udp", "--dport",
+                      "4789", "-j", "DROP"]  # fmt: skip
+        self.blocked = False
+
+    def hub(self) -> None:
+        if not self.blocked:
+            self.first.node.run(["iptables", "-w", "-t", "raw", "-I", *self.block])
+            self.blocked = True
+        self._until(routed=False)
+
+    def direct(self) -> None:
+        if self.blocked:
+            self.first.node.run(["iptables", "-w", "-t", "raw", "-D", *self.block])
+            self.blocked = False
+        self._until(routed=True)
+
+    def _until(self, *, routed: bool) -> None:
+        """Until both ends hold (or both lack) the other's direct route (three probes)."""
+        deadline = time.monotonic() + 120
+        ends = ((self.first, "10.2.0.0/16"), (self.second, "10.1.0.0/16"))
+        while any(direct_route(node, network) != routed for node, network in ends):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the pair did not go {'direct' if routed else 'hub'}")
+            time.sleep(0.2)
+
+
+def direct_route(runner: ClusterNode, network: str) -> bool:
+    listed = runner.node.run(["ip", "-j", "route", "show", "dev", "vxkrd"], check=False)
+    return any(route.get("dst") == network for route in json.loads(listed.stdout or "[]"))
+
+
+class HostLoad:
+    """What the host forwards: packets its vxkrN tunnels received, and krnet serve's CPU."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.host = cluster.host
+
+    def packets(self) -> int:
+        links = json.loads(self.host.node.run(["ip", "-j", "-s", "link", "show"]).stdout)
+        return sum(
+            link["stats64"]["rx"]["packets"]
+            for link in links
+            if link["ifname"].startswith("vxkr") and link["ifname"] != "vxkrd"
+        )
+
+    def cpu_seconds(self) -> float:
+        assert self.host.serve is not None
+        fields = Path(f"/proc/{self.host.serve.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def hand_built_hub(lab: Lab) -> Measurement:
@@ -288,7 +369,7 @@ def _remove(ns: str) -> None:
 
 
 def report(paths: list[Measurement], runs: int, seconds: int) -> None:
-    overlay, underlay, hand_built = paths
+    overlay, underlay, direct, hand_built = paths
     print()
     print(
         f"krnet data plane: {os.cpu_count()} CPUs, kernel {platform.release()}, "
@@ -303,6 +384,13 @@ def report(paths: list[Measurement], runs: int, seconds: int) -> None:
     print(
         f"  krnet / hand-built:    throughput {ratio(overlay, hand_built)}, "
         f"RTT {overlay.median_rtt_ms / hand_built.median_rtt_ms:.2f}x"
+    )
+    print(
+        f"  direct / hub:          throughput {ratio(direct, overlay)}, "
+        f"RTT {direct.median_rtt_ms / overlay.median_rtt_ms:.2f}x; the host's tunnels "
+        f"received {max(direct.host_packets)} packets at most in a direct run, "
+        f"{min(overlay.host_packets)} at least in a hub run; its krnet serve used at most "
+        f"{max(direct.host_cpu):.2f} s of CPU in a {seconds} s direct run"
     )
 
 
@@ -350,12 +438,13 @@ def benchmark(
             stack.callback(cluster.close)
             lab = stack.enter_context(Lab())
             say(f"building the hand-built hub ({lab.prefix}*)")
-            paths = [*krnet_paths(cluster), hand_built_hub(lab)]
+            overlay, underlay, direct = krnet_paths(cluster)
+            paths = [overlay, underlay, direct, hand_built_hub(lab)]
             servers: list[subprocess.Popen[bytes]] = []
             stack.callback(stop_processes, servers)
-            for path in paths:
+            for path in {id(path.target): path for path in paths}.values():
                 servers.append(start_server(path.target))
-            measure(paths, runs, seconds, say)
+            measure(paths, runs, seconds, say, HostLoad(cluster))
         finally:
             signal.alarm(0)
             say("tearing down")

@@ -33,19 +33,23 @@ SPARE_FILES = 64
 
 def run(args: argparse.Namespace) -> int:
     """Run in the configured mode (or --mode) until a signal; exit 0."""
+    from krnet.config.checks import warnings
     from krnet.core.record.store import Store
 
     loaded = load_settings(args)
     settings = loaded.settings
+    for note in warnings(settings, loaded.sources):
+        log.warning("%s", note)
     token = read_token(settings, loaded.data_dir)
     if settings.mode == "host":
         raise_open_files_limit(settings.max_connections + SPARE_FILES)
     with Store.open(loaded.data_dir) as store:
         log.info(
-            "krnet serve: %s mode, data dir %s, overlay %s",
+            "krnet serve: %s mode, data dir %s, overlay %s%s",
             settings.mode,
             loaded.data_dir,
             "enabled" if settings.overlay_enabled else "disabled",
+            f" ({settings.overlay_mode} mode)" if settings.mode == "host" else "",
         )
         with _metrics(loaded):
             asyncio.run(_serve(settings, loaded.data_dir, store, token))

@@ -56,10 +56,18 @@ def validate(settings: Settings, sources: Mapping[str, str]) -> None:
 def warnings(settings: Settings, sources: Mapping[str, str]) -> list[str]:
     """Settings that work but will bite (shown by `config show`; `doctor` adds the underlay)."""
     source = sources.get("docker_network_subnet", "default")
-    return [
+    found = [
         f"{problem} (docker_network_subnet from {source}): {FALLBACK_SUBNET_FIX}"
         for problem in fallback_subnet_overlaps(settings)
     ]
+    mode_source = sources.get("overlay_mode", "default")
+    if settings.mode == "runner" and mode_source != "default":
+        found.append(
+            f"overlay_mode = {settings.overlay_mode!r} (from {mode_source}) is set on a runner, "
+            "but the host decides it and sends it in `welcome`: set overlay_mode on the host "
+            "and remove it here"
+        )
+    return found
 
 
 def _check_mtu_and_ports(settings: Settings, sources: Mapping[str, str]) -> None:

@@ -106,9 +106,24 @@ def runner_detail(data: ViewData, key: str | None) -> RenderableType:
         text.append(f"{probe.small_received}/{probe.small_sent} small, {probe_cell(probe)}")
         last = f"{format_age(now - probe.last_success)} ago" if probe.last_success else "never"
         text.append(f", last success {last}\n")
+    if snapshot.settings.overlay_mode == "direct":
+        text.append(direct_paths_line(runner, now))
     problems = [c for c in data.checks if c.runner_id == rid and c.status != PASS]
     text.append(problem_lines(problems) if problems else Text("no problems\n", style="green"))
     return text
+
+
+def direct_paths_line(runner: RunnerRecord, now: datetime) -> Text:
+    """Direct mode: where this runner's traffic to each other runner goes, as it reported."""
+    pairs = runner.report.direct_peers
+    if not pairs:
+        return Text("direct paths: none reported yet\n", style="dim")
+    text = Text("direct paths:")
+    for pair in pairs:
+        style = "" if pair.path == "direct" else "yellow"
+        since = format_age(now - pair.since)
+        text.append(f" {pair.runner_id} {pair.path} ({since})", style=style)
+    return text.append("\n")
 
 
 def _addresses(data: ViewData, runner: RunnerRecord) -> Text:
@@ -133,7 +148,10 @@ def _iso(moment: datetime) -> str:
 def runner_summary(data: ViewData) -> Text:
     runners = data.snapshot.runners
     active = sum(1 for r in runners if r.status == ACTIVE)
-    return Text(f"{len(runners)} runners · {active} active · {len(data.health)} with problems")
+    mode = " · direct mode" if data.snapshot.settings.overlay_mode == "direct" else ""
+    return Text(
+        f"{len(runners)} runners · {active} active · {len(data.health)} with problems{mode}"
+    )
 
 
 class RunnersView(TableView):

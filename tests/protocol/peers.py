@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from krnet.core.control.agent import RunnerAgent
 from krnet.core.control.host import HostService
 from krnet.core.control.planes import NullHostDataPlane
 from krnet.core.model.settings import Settings
@@ -225,3 +226,13 @@ def stop_serve(process: subprocess.Popen[bytes]) -> tuple[int, str]:
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
     return process.returncode, stderr.decode()
+
+
+async def run_agent_until_applied(host: RunningHost, agent: RunnerAgent) -> None:
+    """Run a runner's agent until the host has its heartbeat with `applied`, then stop it."""
+    task = asyncio.create_task(agent.run())
+    try:
+        await wait_until(lambda: any("applied" in r.observed for r in host.store.runners()))
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)

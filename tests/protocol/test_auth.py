@@ -126,15 +126,26 @@ def documented_blocks(language: str) -> list[list[dict[str, object]]]:
     return [[json.loads(line) for line in block.splitlines() if line] for block in blocks]
 
 
-HOST_SENDS = {"hello", "welcome", "heartbeat_ack", "bye", "status", "snapshot", "released", "error"}
+HOST_SENDS = {
+    "hello",
+    "welcome",
+    "heartbeat_ack",
+    "peers",
+    "bye",
+    "status",
+    "snapshot",
+    "released",
+    "error",
+}
 
 
 def test_documented_sessions_parse_and_verify() -> None:
-    """The enrolment, the same runner's next join (signed with its key), refused after its id
-    was reclaimed and enrolled afresh after a release (both signed with its old key), a status
-    session, a release session and a status session with a snapshot."""
+    """The enrolment, the same runner's next join (signed with its key), the same in direct
+    mode (a peers push), refused after its id was reclaimed and enrolled afresh after a release
+    (both signed with its old key), a status session, a release session and a status session
+    with a snapshot."""
     sessions = documented_blocks("jsonl")
-    assert len(sessions) == 7
+    assert len(sessions) == 8
     keys: list[str] = []  # runner keys issued by the documented welcomes, in order
     for session in sessions:
         hello, first, *rest = session

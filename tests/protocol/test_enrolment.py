@@ -27,7 +27,7 @@ from tests.protocol.peers import (
     connect,
     join,
     join_fields,
-    wait_until,
+    run_agent_until_applied,
 )
 
 RUNNER_SETTINGS = Settings(mode="runner", host_address="127.0.0.1", handshake_timeout=2.0)
@@ -45,12 +45,7 @@ async def test_enrolment_issues_a_key_the_runner_keeps_0600_and_proves_at_every_
     for _ in range(2):  # enrolment, then a returning join signed with the key
         dataplane = NullRunnerDataPlane()
         agent = RunnerAgent(settings, data_dir, TOKEN, dataplane, rng=random.Random(7))
-        task = asyncio.create_task(agent.run())
-        try:
-            await wait_until(lambda: any("applied" in r.observed for r in host.store.runners()))
-        finally:
-            agent.stop()
-            await asyncio.wait_for(task, 10)
+        await run_agent_until_applied(host, agent)
         host.store.heartbeat(1, now=datetime.now(timezone.utc), observed={})  # forget the heartbeat
     key_file = data_dir / KEY_FILE
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600

@@ -12,18 +12,21 @@ from krnet.core.protocol.channel import HOST_TO_RUNNER, RUNNER_TO_HOST, Channel
 from krnet.core.protocol.messages import (
     JOIN_FIELDS,
     PROTOCOL_VERSION,
+    Allocation,
     Bye,
     Error,
     Heartbeat,
     Join,
+    Peers,
     Status,
+    Welcome,
     error_frame,
     join_fields,
     parse_message,
     raise_if_error,
 )
 from krnet.errors import ProtocolError
-from tests.protocol.peers import JOIN_MESSAGE
+from tests.protocol.peers import IMPOSTOR_ALLOCATION, JOIN_MESSAGE
 
 HOST_NONCE = "9b1e6f2a4c8d0e3f5a7b9c1d2e4f6a8b"
 RUNNER_NONCE = "4d7a1c9e3b5f8a2d6c0e4b7f1a3d5c9e"
@@ -83,6 +86,62 @@ def test_sign_refuses_a_message_the_peer_would_refuse() -> None:
 def test_the_peers_join_fixture_parses_as_the_model() -> None:
     join = parse_message(JOIN_MESSAGE, (Join,))
     assert isinstance(join, Join) and join.request().hostname == "runner-1"
+
+
+ALLOCATION = {**IMPOSTOR_ALLOCATION.model_dump(), "host_physical_ip": "192.0.2.1"}
+PEERS = [
+    {"runner_id": 1, "physical_ip": "192.0.2.11"},
+    {"runner_id": 2, "physical_ip": "192.0.2.12"},
+]
+
+
+def test_a_hub_mode_allocation_is_the_seeds_field_for_field() -> None:
+    hub = Allocation.model_validate(ALLOCATION)
+    assert hub.overlay_mode == "hub" and hub.model_dump() == ALLOCATION
+    direct = Allocation.model_validate({**ALLOCATION, "overlay_mode": "direct"})
+    assert direct.model_dump() == {**ALLOCATION, "overlay_mode": "direct"}
+    with pytest.raises(ValueError, match="overlay_mode"):
+        Allocation.model_validate({**ALLOCATION, "overlay_mode": "mesh"})
+
+
+def test_a_direct_welcome_carries_the_peer_table_and_a_hub_welcome_none() -> None:
+    runner, host = channels()
+    line = host.sign(Welcome, **ALLOCATION, overlay_mode="direct", peers=PEERS, peers_generation=3)
+    obj = json.loads(line)
+    runner.check(obj)
+    welcome = parse_message(obj, (Welcome,))
+    assert isinstance(welcome, Welcome) and welcome.allocation().overlay_mode == "direct"
+    assert [peer.runner_id for peer in welcome.peers or []] == [1, 2]
+    for wrong in ({"peers": PEERS, "peers_generation": 1}, {"overlay_mode": "direct"}):
+        with pytest.raises(ProtocolError, match="peers come with overlay_mode direct"):
+            host.sign(Welcome, **ALLOCATION, **wrong)
+
+
+def test_a_peers_push_is_signed_and_sequenced_like_every_host_message() -> None:
+    runner, host = channels()
+    host.sign(Bye)
+    obj = json.loads(host.sign(Peers, generation=2, peers=PEERS))
+    assert list(obj) == ["type", "generation", "peers", "seq", "mac"] and obj["seq"] == 2
+    runner.check(obj)
+    assert isinstance(parse_message(obj, (Peers,)), Peers)
+    with pytest.raises(ProtocolError, match="message authentication failed"):
+        runner.check({**obj, "peers": PEERS[:1]})
+
+
+@pytest.mark.parametrize(
+    ("peers", "problem"),
+    [
+        ([PEERS[0], PEERS[0]], "a runner id appears twice"),
+        ([{"runner_id": 0, "physical_ip": "192.0.2.10"}], "greater than or equal to 1"),
+        ([{"runner_id": 3, "physical_ip": "224.0.0.1"}], "not a unicast address"),
+    ],
+)
+def test_a_bad_peer_table_is_refused_naming_the_entry(
+    peers: list[dict[str, object]], problem: str
+) -> None:
+    obj = {"type": "peers", "generation": 1, "peers": peers, "seq": 1, "mac": "0" * 64}
+    with pytest.raises(ProtocolError, match=problem):
+        parse_message(obj, (Peers,))
 
 
 def test_a_signed_error_carries_seq_and_mac_and_checks_on_the_runners_channel() -> None:

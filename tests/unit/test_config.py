@@ -507,3 +507,34 @@ def test_importing_config_stays_cheap() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# --- overlay_mode ---------------------------------------------------------------------------
+
+
+def test_overlay_mode_is_hub_unless_the_host_says_direct(home: Path) -> None:
+    assert load_settings(environ={}, home=home).settings.overlay_mode == "hub"
+    toml(home, 'overlay_mode = "direct"\n')
+    assert load_settings(environ={}, home=home).settings.overlay_mode == "direct"
+
+
+@pytest.mark.parametrize("value", ['"mesh"', '"Direct"', "1"])
+def test_any_other_overlay_mode_names_the_key_and_the_allowed_values(
+    home: Path, value: str
+) -> None:
+    path = toml(home, f"overlay_mode = {value}\n")
+    message = refusal(home)
+    assert message.startswith("overlay_mode = ") and str(path) in message
+    assert "set overlay_mode to hub or direct" in message
+
+
+def test_overlay_mode_on_a_runner_only_warns_that_the_host_decides(home: Path) -> None:
+    from krnet.config.checks import warnings
+
+    toml(home, 'mode = "runner"\nhost_address = "192.0.2.1"\noverlay_mode = "direct"\n')
+    loaded = load_settings(environ={}, home=home)
+    notes = [note for note in warnings(loaded.settings, loaded.sources) if "overlay_mode" in note]
+    assert len(notes) == 1 and "the host decides" in notes[0]
+    toml(home, 'overlay_mode = "direct"\n')
+    host = load_settings(environ={}, home=home)
+    assert not [note for note in warnings(host.settings, host.sources) if "overlay_mode" in note]

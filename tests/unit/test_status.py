@@ -71,6 +71,7 @@ def test_host_status_with_defaults_is_exactly_the_design_object() -> None:
         "active": 1,
         "inactive": 0,
         "available_ids": 254,
+        "overlay_mode": "hub",
         "runners": [
             {
                 "runner_id": 1,
@@ -332,3 +333,36 @@ def test_node_overlay_reports_a_corrupt_record_in_one_line(
     assert out == ""
     assert err.startswith(f"krnet: {database_path(tmp_path)} is not a readable SQLite database")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_direct_mode_lists_each_runners_paths_as_it_reported_them() -> None:
+    pairs = [
+        {
+            "runner_id": 2,
+            "physical_ip": "192.0.2.2",
+            "path": "hub",
+            "since": "2026-01-01T00:00:05+00:00",
+            "last_probe": "2026-01-01T00:00:05+00:00",
+            "last_probe_ok": False,
+            "failures": 3,
+            "successes": 0,
+        }
+    ]
+    reported = runner(1, observed={"tunnel_present": True, "direct_peers": pairs})
+    status = status_of(reported, settings=replace(HOST, overlay_mode="direct"))
+    assert status["overlay_mode"] == "direct"
+    [entry] = status["runners"]
+    assert entry["direct_peers"] == [
+        {
+            "runner_id": 2,
+            "physical_ip": "192.0.2.2",
+            "path": "hub",
+            "since": "2026-01-01T00:00:05Z",
+            "last_probe": "2026-01-01T00:00:05Z",
+            "last_probe_ok": False,
+        }
+    ]
+    text = render_overlay_table(status)
+    assert "Overlay mode:   direct" in text
+    assert "runner 1 -> 2 (192.0.2.2): hub since 2026-01-01T00:00:05Z" in text
+    assert "direct_peers" not in status_of(reported)["runners"][0]  # hub mode: unchanged

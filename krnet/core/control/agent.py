@@ -17,13 +17,16 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from ipaddress import IPv4Address, IPv4Network, ip_address
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from krnet.core.control.joining import join_request
 from krnet.core.control.lost import refused
+from krnet.core.control.peer_follow import HostReader, PeerFollower
 from krnet.core.control.published import RunnerAccount
 from krnet.core.dataplane.routing import ipv4_routes
+from krnet.core.model.peers import VTEP_NAME
 from krnet.core.model.plan import RUNNER_TUNNEL
 from krnet.core.model.records import JoinRequest
 from krnet.core.model.report import RunnerReport
@@ -33,7 +36,6 @@ from krnet.core.protocol.client import HostConnection
 from krnet.core.protocol.messages import (
     Allocation,
     Heartbeat,
-    HeartbeatAck,
     Join,
     Welcome,
     applied_of,
@@ -149,6 +151,7 @@ class RunnerAgent:
         self._routes = routes
         self.hostname = socket.gethostname()
         self.account = RunnerAccount(settings, data_dir, store)
+        self.peers = PeerFollower(dataplane)  # direct mode's table, as the host last sent it
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
 
@@ -157,7 +160,15 @@ class RunnerAgent:
         self._stop.set()
 
     async def run(self) -> None:
-        """Join, heartbeat, and reconnect after every failure until `stop`."""
+        """Join, heartbeat, and reconnect after every failure until `stop`; direct mode's
+        probes run all along, host or no host."""
+        probing = asyncio.create_task(self.peers.probe_forever(self.settings.probe_interval))
+        try:
+            await self._keep_joined()
+        finally:
+            probing.cancel()
+
+    async def _keep_joined(self) -> None:
         delays = backoff_delays(self._rng)
         where = f"{self.host_address}:{self.settings.join_port}"
         while not self._stop.is_set():
@@ -189,7 +200,8 @@ class RunnerAgent:
             self.settings.handshake_timeout,
         )
         try:
-            request = self._request(connection.local_address)
+            local = connection.local_address
+            request = join_request(self.settings, self.identity, local, self.hostname)
             await connection.send_message(Join, **join_fields(request))
             welcome = await connection.receive(Welcome)
             allocation = own_allocation(self.settings, welcome.allocation(), self._routes())
@@ -202,20 +214,31 @@ class RunnerAgent:
                 allocation.host_physical_ip,
             )
             await self._apply(allocation, request)
-            await self._heartbeats(connection, allocation, request)
+            await self.peers.follow(
+                allocation.overlay_mode,
+                allocation.runner_id,
+                welcome.peers,
+                welcome.peers_generation or 0,
+            )
+            with HostReader(connection, self.peers, allocation.runner_id) as host:
+                await self._heartbeats(connection, host, allocation, request)
             return True
         finally:
             await connection.close()
 
     async def _heartbeats(
-        self, connection: HostConnection, allocation: Allocation, request: JoinRequest
+        self,
+        connection: HostConnection,
+        host: HostReader,
+        allocation: Allocation,
+        request: JoinRequest,
     ) -> None:
         """Report what is applied and observed; apply the host's answer when it differs."""
         while not await self._wait(allocation.heartbeat_interval):
             observed = await self._observe()
             applied = applied_of(self.applied).model_dump() if self.applied else None
             await connection.send_message(Heartbeat, applied=applied, observed=observed)
-            ack = await connection.receive(HeartbeatAck)
+            ack = await host.ack()
             desired = own_allocation(self.settings, ack.allocation(), self._routes())
             if desired != self.applied:
                 log.info("host sent runner %d's allocation again; applying it", desired.runner_id)
@@ -282,18 +305,6 @@ class RunnerAgent:
             report = RunnerReport.failed(str(exc))
         return report.to_wire()
 
-    def _request(self, local_address: str) -> JoinRequest:
-        """What this runner says about itself when it joins (its `join` message is made of it)."""
-        physical_ip = self.settings.runner_address or _ipv4_or_fail(local_address)
-        return JoinRequest(
-            identity=self.identity,
-            hostname=self.hostname,
-            physical_ip=physical_ip,
-            vxlan_id=self.settings.overlay_vxlan_id,
-            vxlan_port=self.settings.overlay_vxlan_port,
-            mtu=self.settings.overlay_mtu,
-        )
-
     async def _wait(self, seconds: float) -> bool:
         """Sleep, waking early on `stop`; True when stopped."""
         try:
@@ -301,17 +312,6 @@ class RunnerAgent:
         except asyncio.TimeoutError:
             return False
         return True
-
-
-def _ipv4_or_fail(address: str) -> str:
-    parsed = ip_address(address)
-    mapped = getattr(parsed, "ipv4_mapped", None)
-    if isinstance(parsed, IPv4Address) or mapped is not None:
-        return str(mapped or parsed)
-    raise ConfigError(
-        f"this runner reaches the host over IPv6 ({address}); the VXLAN underlay is IPv4: "
-        "set runner_address to this runner's IPv4 address, or host_address to the host's"
-    )
 
 
 def own_allocation(
@@ -327,7 +327,7 @@ def own_allocation(
         host_ip_on_subnet=own.host_ip_on_subnet,
         physical_ips=(own.runner_physical_ip, own.host_physical_ip),
         routes=routes,
-        own_devices=(own.bridge_name, RUNNER_TUNNEL),
+        own_devices=(own.bridge_name, RUNNER_TUNNEL, VTEP_NAME),  # the overlay's own links
         # the fallback network this runner made itself is no underlay network
         own_networks=(str(IPv4Network(settings.docker_network_subnet, strict=False)),),
     )

@@ -122,6 +122,8 @@ class JoinBatcher:
         if len(batch) > 1:
             log.info("%d joins decided together: %d ids given", len(batch), len(tunnels))
         failed = await asyncio.to_thread(self._build, tunnels)
+        if tunnels:  # direct mode: every runner learns the batch at once (one read of the record)
+            await context.refresh_peers()
         for waiting, admission in admitted:
             error = failed.get(admission.runner.runner_id)
             if error is None:

@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING, Literal, ParamSpec, TypeAlias, TypeVar
 
 from krnet.core.control.liveness import Liveness
+from krnet.core.control.peers import PeerTable
 from krnet.core.model.settings import is_loopback_reachable_address
 from krnet.core.protocol.messages import Allocation
 from krnet.errors import ProtocolError
@@ -72,7 +73,11 @@ class HostContext:
     dataplane: HostDataPlane
     clock: Callable[[], datetime]
     liveness: Liveness = field(default_factory=Liveness, init=False)
+    peers: PeerTable = field(init=False)  # direct mode's; empty in hub mode
     _warned_loopback: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.peers = PeerTable(direct=self.settings.overlay_mode == "direct")
 
     async def write_last_seen(self) -> None:
         """The last-seen times heartbeats left waiting (`Liveness`), in one transaction."""
@@ -100,7 +105,15 @@ class HostContext:
             vxlan_port=settings.overlay_vxlan_port,
             vxlan_id=settings.overlay_vxlan_id,
             heartbeat_interval=settings.heartbeat_interval,
+            overlay_mode=settings.overlay_mode,
         )
+
+    async def refresh_peers(self) -> bool:
+        """Direct mode: the peer table from who holds an id in the record (True: it changed,
+        every followed runner gets it pushed)."""
+        if not self.peers.direct:
+            return False
+        return self.peers.replace(await self.record.run(self.record.store.runners))
 
     def reachable_address(self, sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
         """HOST_REACHABLE_ADDRESS, or the join's local address when that setting is loopback."""

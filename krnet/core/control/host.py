@@ -71,6 +71,7 @@ class HostService:
         if released:
             self.context.dataplane.released(released)
         await self._reconcile()
+        await self.context.refresh_peers()
         bind, port = self.settings.join_bind, self.settings.join_port
         try:
             self._server = await asyncio.start_server(
@@ -186,6 +187,7 @@ class HostService:
     async def _reconcile_all(self) -> None:
         runners = await self.context.record.run(self.store.runners)
         await asyncio.to_thread(self.context.dataplane.reconcile, runners)
+        await self.context.refresh_peers()  # tunnels adopted back too
         COUNTERS.reconciled()
 
     async def _dataplane_pass(self, what: str, work: Callable[[], Awaitable[None]]) -> None:

@@ -119,7 +119,18 @@ async def _release(
         context.liveness.forget([runner.runner_id])
         log.info("runner %d (%s) released by hand (%s)", runner.runner_id, runner.hostname, why)
         done.append(_entry(released, await _remove_tunnel(context, runner.runner_id)))
+    if done:
+        await context.refresh_peers()  # direct mode: the others drop their entries
     return done
+
+
+async def runner_left(context: HostContext, runner_id: int) -> None:
+    """A runner's `leave`: its record, its tunnel and (direct mode) every peer's entries go."""
+    await context.record.run(context.record.store.release, runner_id)
+    context.liveness.forget([runner_id])
+    await asyncio.to_thread(context.dataplane.runner_gone, runner_id)
+    await context.refresh_peers()
+    log.info("runner %d left; its id is free", runner_id)
 
 
 async def _remove_tunnel(context: HostContext, runner_id: int) -> str | None:

@@ -17,7 +17,8 @@ from krnet import __version__
 from krnet.core.control.answers import answer_status
 from krnet.core.control.counters import COUNTERS
 from krnet.core.control.enrolment import proven_runner, send_welcome
-from krnet.core.control.release import answer_release
+from krnet.core.control.peers import pushing
+from krnet.core.control.release import answer_release, runner_left
 from krnet.core.model.must_match import differences
 from krnet.core.protocol.channel import (
     HOST_TO_RUNNER,
@@ -151,6 +152,7 @@ class JoinSession:
         self.peer_ip = str(peer[0]) if peer else "unknown peer"
         self._channel: Channel | None = None
         self._proven: int | None = None  # the runner id whose key the join's MAC proved
+        self._sending = asyncio.Lock()
         self._authenticated = False  # the first message's MAC verified: refusals are signed
 
     async def run(self) -> None:
@@ -191,8 +193,11 @@ class JoinSession:
         runner_key = None if self._proven is not None else new_runner_key()
         runner, allocation = await self._admit(first, host_ip, runner_key)
         COUNTERS.joined()
+        generation = self.context.peers.generation  # the table its welcome carries (the batch
+        # that admitted it refreshed it: every other runner learns this one)
         await send_welcome(self.context, self.channel, self.send, allocation, runner_key)
-        await self._follow(runner, host_ip)
+        with pushing(self.context.peers, self.channel, self.send, generation):
+            await self._follow(runner, host_ip)
 
     async def _authenticate(self) -> Join | StatusRequest | ReleaseRequest | None:
         """Greet, read the first message and check its MAC; None when the peer hangs up."""
@@ -283,7 +288,7 @@ class JoinSession:
             message = parse_message(obj, (Heartbeat, Leave))
             self.channel.check(obj)
             if isinstance(message, Leave):
-                await self._leave(runner_id)
+                await runner_left(self.context, runner_id)
                 await self.send(self.channel.sign(Bye))
                 return
             assert isinstance(message, Heartbeat)
@@ -304,12 +309,6 @@ class JoinSession:
         context.liveness.recorded(updated)
         return updated
 
-    async def _leave(self, runner_id: int) -> None:
-        await self.context.record.run(self.context.record.store.release, runner_id)
-        self.context.liveness.forget([runner_id])
-        await asyncio.to_thread(self.context.dataplane.runner_gone, runner_id)
-        log.info("runner %d left; its id is free", runner_id)
-
     @property
     def channel(self) -> Channel:
         """The authenticated channel (set once the first message's MAC checked out)."""
@@ -318,8 +317,10 @@ class JoinSession:
         return self._channel
 
     async def send(self, line: bytes) -> None:
-        self.writer.write(line)
-        await asyncio.wait_for(self.writer.drain(), self.context.settings.handshake_timeout)
+        """One line, in the order signed: heartbeat answers and peer pushes share the writer."""
+        async with self._sending:
+            self.writer.write(line)
+            await asyncio.wait_for(self.writer.drain(), self.context.settings.handshake_timeout)
 
     async def refuse(self, code: ErrorCode, message: str) -> None:
         """Best effort: the peer may already be gone. Signed once the peer authenticated, so a

@@ -23,7 +23,6 @@ VTEP_MAC_PREFIX = (0x02, 0x4B, 0x52, 0x00)  # locally administered unicast, "KR"
 SWITCH_AFTER = 3  # probes in a row that move a pair to the other path
 
 PathKind = Literal["direct", "hub"]
-OverlayMode = Literal["hub", "direct"]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from ipaddress import IPv4Network
 
-from krnet.core.model.settings import Settings
+from krnet.core.model.settings import OverlayMode, Settings
 
 STATE_FILE = "runner_state.json"
 OVERLAY_OFF = "overlay_enabled is false"
@@ -34,6 +34,7 @@ class HeldAllocation:
     mtu: int
     vxlan_port: int
     vxlan_id: int
+    overlay_mode: OverlayMode = "hub"  # the host's, sent in its welcome
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def held_settings(settings: Settings, held: HeldAllocation) -> Settings:
         overlay_vxlan_port=held.vxlan_port,
         overlay_mtu=held.mtu,
         overlay_bridge_name=held.bridge_name,
+        overlay_mode=held.overlay_mode,
     )
 
 

@@ -16,6 +16,7 @@ from krnet.core.model.plan import VXLAN_OVERHEAD, OverlayPlan
 from krnet.errors import ConfigError
 
 Mode = Literal["host", "runner"]
+OverlayMode = Literal["hub", "direct"]  # hub: every packet via the host; direct: runner to runner
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Settings:
     max_connections: int = 1024
     handshake_timeout: float = 10.0
     metrics_bind: str = ""  # HOST:PORT of /metrics, /healthz and /readyz; empty: off
+    overlay_mode: OverlayMode = "hub"  # the host's decides; sent to runners in `welcome`
 
     def plan(self) -> OverlayPlan:
         """The address plan these settings describe (validated at load time)."""

@@ -108,6 +108,7 @@ def overlay_status(
         "active": active,
         "inactive": len(entries) - active,
         "available_ids": plan.max_runners - len(held),
+        "overlay_mode": settings.overlay_mode,
         "runners": entries,
     }
 
@@ -168,6 +169,7 @@ def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = N
         f"  Allocations:    {status['total']} ({status['active']} active, "
         f"{status['inactive']} inactive)",
         f"  Available IDs:  {status['available_ids']}/{status['max_runners']}",
+        *(["  Overlay mode:   direct"] if status.get("overlay_mode") == "direct" else []),
         "",
     ]
     if not runners:
@@ -186,6 +188,15 @@ def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = N
     ]
     if notes:
         table += ["", "Mismatches:", *(f"  {note}" for note in notes)]
+    pairs = [
+        f"runner {_cell(entry['runner_id'])} -> {_cell(pair.get('runner_id'))} "
+        f"({_cell(pair.get('physical_ip'))}): {_cell(pair.get('path'))} "
+        f"since {_cell(pair.get('since'))}, last probe {_cell(pair.get('last_probe'))}"
+        for entry in runners
+        for pair in _entries({"runners": entry.get("direct_peers")})
+    ]
+    if pairs:
+        table += ["", "Direct paths:", *(f"  {pair}" for pair in pairs)]
     return "\n".join([*summary, *table]) + "\n"
 
 
@@ -246,7 +257,23 @@ def _runner_entry(
         # runner last reported it; None before its first heartbeat
         "network": record.report.network,
         "probe": None,  # the hub's DF probe through this tunnel (host only; see probe_extra)
+        **({"direct_peers": direct_paths(record)} if settings.overlay_mode == "direct" else {}),
     }
+
+
+def direct_paths(record: RunnerRecord) -> list[dict[str, object]]:
+    """Each pair of a direct-mode runner as it last reported it: direct or via the hub."""
+    return [
+        {
+            "runner_id": pair.runner_id,
+            "physical_ip": pair.physical_ip,
+            "path": pair.path,
+            "since": iso_utc(pair.since),
+            "last_probe": iso_utc(pair.last_probe) if pair.last_probe else None,
+            "last_probe_ok": pair.last_probe_ok,
+        }
+        for pair in record.report.direct_peers
+    ]
 
 
 def _default_interface(mode: Mode) -> Callable[[RunnerRecord], str]:

@@ -107,17 +107,25 @@ class HostConnection:
 
     async def receive(self, expected: type[MessageT]) -> MessageT:
         """The host's next message, authenticated; its `error` raised as ProtocolError."""
-        obj = await asyncio.wait_for(read_frame(self.reader), self.timeout)
+        message = await self.receive_one_of((expected,))
+        assert isinstance(message, expected)  # parse_message gave `expected` or Error, raised
+        return message
+
+    async def receive_one_of(
+        self, expected: tuple[type[Message], ...], timeout: float | None = None
+    ) -> Message:
+        """The host's next message, one of `expected` (a `peers` push may come between a
+        heartbeat and its answer), authenticated; `timeout` defaults to the connection's."""
+        obj = await asyncio.wait_for(read_frame(self.reader), timeout or self.timeout)
         if obj is None:
             raise ConnectionError("the host closed the connection")
-        message = parse_message(obj, (expected, Error))
+        message = parse_message(obj, (*expected, Error))
         if isinstance(message, Error):
             raise_if_error(message, "host", authenticated=self._signed_by_host(message, obj))
         try:
             self.channel.check(obj)
         except ProtocolError as exc:
             raise ProtocolError(exc.code, f"host failed authentication: {exc}") from None
-        assert isinstance(message, expected)  # parse_message gave `expected` or Error, raised
         return message
 
     def _signed_by_host(self, error: Error, obj: JsonObject) -> bool:

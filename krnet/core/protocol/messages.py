@@ -19,14 +19,18 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
 from krnet.core.model.durations import MAX_DURATION
 from krnet.core.model.plan import MAX_RUNNERS
 from krnet.core.model.records import JoinRequest
+from krnet.core.model.settings import OverlayMode
 from krnet.core.model.text import printable
 from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
 from krnet.errors import ErrorCode, ProtocolError
@@ -189,9 +193,38 @@ class Allocation(Message):
     vxlan_port: Port
     vxlan_id: Vni
     heartbeat_interval: Annotated[float, Field(gt=0, le=3600)]
+    overlay_mode: OverlayMode = "hub"  # the host's; a hub-mode allocation leaves it out
+
+    @model_serializer(mode="wrap")
+    def _seed_fields_in_hub_mode(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, JsonValue]:
+        """A hub-mode allocation is the seed's, field for field: overlay_mode only when direct."""
+        fields: dict[str, JsonValue] = handler(self)
+        if self.overlay_mode == "hub":
+            fields.pop("overlay_mode", None)
+        return fields
 
 
 ALLOCATION_FIELDS = tuple(Allocation.model_fields)
+
+
+def _distinct_peers(peers: list[PeerEntry]) -> list[PeerEntry]:
+    ids = [peer.runner_id for peer in peers]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a runner id appears twice")
+    return peers
+
+
+class PeerEntry(Message):
+    """One runner of a direct-mode cluster: its id (its VTEP's MAC and address follow) and the
+    underlay address its VTEP sends to."""
+
+    runner_id: RunnerId
+    physical_ip: TunnelAddress
+
+
+PeerList = Annotated[list["PeerEntry"], Field(max_length=255), AfterValidator(_distinct_peers)]
 
 
 class _SignedAllocation(Allocation):
@@ -207,12 +240,34 @@ class Welcome(_SignedAllocation):
 
     type: Literal["welcome"]
     runner_key: RunnerKey | None = None  # only in the welcome of an enrolment
+    peers: PeerList | None = None  # direct mode only: every runner holding an id, this one too
+    peers_generation: Annotated[int, Field(ge=1, le=2**53)] | None = None  # with `peers`
+
+    @model_validator(mode="after")
+    def _peers_in_direct_mode(self) -> Welcome:
+        if (self.peers is None) != (self.overlay_mode == "hub"):
+            raise ValueError("peers come with overlay_mode direct, and only with it")
+        if (self.peers is None) != (self.peers_generation is None):
+            raise ValueError("peers and peers_generation come together")
+        return self
 
 
 class HeartbeatAck(_SignedAllocation):
     """The host's answer to a heartbeat: the allocation the runner should have applied."""
 
     type: Literal["heartbeat_ack"]
+
+
+class Peers(Message):
+    """The host's push, in direct mode, whenever a runner joins, leaves, is released or
+    reclaimed, or changes its address: the whole peer table, newer generations replacing
+    older ones (a runner applies the latest it has read)."""
+
+    type: Literal["peers"]
+    generation: Annotated[int, Field(ge=1, le=2**53)]
+    peers: PeerList
+    seq: Seq
+    mac: Mac
 
 
 class Applied(Message):
@@ -296,6 +351,7 @@ MESSAGES: dict[str, type[Message]] = {  # by the `type` field
     "welcome": Welcome,
     "heartbeat": Heartbeat,
     "heartbeat_ack": HeartbeatAck,
+    "peers": Peers,
     "leave": Leave,
     "bye": Bye,
     "status": Status,

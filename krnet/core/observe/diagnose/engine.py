@@ -25,6 +25,7 @@ from krnet.core.observe.diagnose.check import (
     Status,
     passed,
 )
+from krnet.core.observe.diagnose.direct import check_direct_paths
 from krnet.core.observe.diagnose.docker import check_docker
 from krnet.core.observe.diagnose.far_end import check_far_ends
 from krnet.core.observe.diagnose.firewall import check_firewall, check_port_guard
@@ -87,6 +88,7 @@ def _shared_checks() -> list[Callable[[Context], list[Check]]]:
         check_firewall,
         check_port_guard,
         check_rp_filter,
+        check_direct_paths,
     ]
 
 

@@ -1,0 +1,64 @@
+"""doctor's direct_paths check: a pair on the hub is a warning naming the pair, once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from krnet.core.model.snapshot_json import load_file
+from krnet.core.observe.diagnose.check import PASS, WARN, Context
+from krnet.core.observe.diagnose.direct import check_direct_paths
+from tests.unit.test_diagnose import FIXTURES
+
+
+def pair(runner_id: int, physical_ip: str, path: str) -> dict[str, object]:
+    return {
+        "runner_id": runner_id,
+        "physical_ip": physical_ip,
+        "path": path,
+        "since": "2026-01-01T00:00:05+00:00",
+        "last_probe": "2026-01-01T00:00:09+00:00",
+        "last_probe_ok": path == "direct",
+        "failures": 0 if path == "direct" else 3,
+        "successes": 2 if path == "direct" else 0,
+    }
+
+
+def host_context(mode: str, reports: dict[int, list[dict[str, object]]]) -> Context:
+    snapshot = load_file(FIXTURES / "healthy_host.json")
+    runners = tuple(
+        dataclasses.replace(
+            runner, observed={**runner.observed, "direct_peers": reports[runner.runner_id]}
+        )
+        for runner in snapshot.runners
+        if runner.runner_id in reports
+    )
+    settings = dataclasses.replace(snapshot.settings, overlay_mode=mode)
+    return Context(dataclasses.replace(snapshot, settings=settings, runners=runners))
+
+
+def two_runners() -> tuple[int, int]:
+    one, two, *_ = [r.runner_id for r in load_file(FIXTURES / "healthy_host.json").runners]
+    return one, two
+
+
+def test_a_pair_on_the_hub_is_one_warning_naming_both_runners() -> None:
+    one, two = two_runners()
+    ctx = host_context(
+        "direct",
+        {one: [pair(two, "192.0.2.99", "hub")], two: [pair(one, "192.0.2.98", "hub")]},
+    )
+    [check] = check_direct_paths(ctx)
+    assert check.status == WARN and check.runner_id == one
+    assert f"runners {one} (" in check.detail and f"and {two} (192.0.2.99)" in check.detail
+    assert "through the hub since 2026-01-01T00:00:05Z" in check.detail
+    assert "UDP port 4789" in check.fix and "192.0.2.99" in check.fix
+
+
+def test_direct_pairs_pass_and_hub_mode_has_no_such_check() -> None:
+    one, two = two_runners()
+    reports = {one: [pair(two, "192.0.2.99", "direct")], two: [pair(one, "192.0.2.98", "direct")]}
+    [check] = check_direct_paths(host_context("direct", reports))
+    assert (check.status, check.detail) == (PASS, "all 1 reported pairs of runners direct")
+    assert check_direct_paths(host_context("hub", {one: [], two: []})) == []
+    # a runner's own settings need not say direct: its report does
+    assert check_direct_paths(host_context("hub", reports))[0].status == PASS
