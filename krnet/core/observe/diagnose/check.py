@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import cached_property
 from ipaddress import IPv4Interface
-from typing import Literal
+from typing import Literal, TypeVar
 
-from krnet.core.model.node_state import LinkInfo
-from krnet.core.model.plan import RUNNER_TUNNEL, OverlayPlan, runner_id_from_tunnel, tunnel_name
+from krnet.core.model.node_state import LinkInfo, RouteInfo
+from krnet.core.model.plan import (
+    RUNNER_TUNNEL,
+    OverlayPlan,
+    RunnerAddresses,
+    runner_id_from_tunnel,
+    tunnel_name,
+)
 from krnet.core.model.records import RunnerRecord
 from krnet.core.model.settings import Settings
 from krnet.core.model.snapshot import NodeSnapshot
@@ -19,6 +25,8 @@ PASS: Status = "pass"
 WARN: Status = "warn"
 FAIL: Status = "fail"
 SEVERITY: dict[Status, int] = {PASS: 0, WARN: 1, FAIL: 2}
+
+T = TypeVar("T")
 
 RECONCILE = "restart krnet serve (systemctl restart krnet): its reconcile repairs this"
 
@@ -57,9 +65,14 @@ def _natural(name: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Context:
-    """A snapshot with the derived facts several checks share (plan, local addresses, tunnels)."""
+    """A snapshot with the derived facts several checks share, each derived once per diagnosis.
+
+    At 4,095 runners a fact rebuilt per check or per runner (a runner's addresses, a scan of
+    every route) is what makes the diagnosis slow, so checks look facts up here.
+    """
 
     snapshot: NodeSnapshot
+    _derived: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -84,6 +97,27 @@ class Context:
             ip_of(cidr) for link in self.snapshot.links.values() for cidr in link.addresses
         )
 
+    def once(self, derive: Callable[[Context], T]) -> T:
+        """`derive(self)`, computed on the first call only (the firewall plan, the guard peers)."""
+        if derive not in self._derived:
+            self._derived[derive] = derive(self)
+        return self._derived[derive]  # type: ignore[return-value]
+
+    def addresses(self, runner_id: int) -> RunnerAddresses:
+        """The plan's addresses of a runner, derived once however many checks ask."""
+        key = ("addresses", runner_id)
+        if key not in self._derived:
+            self._derived[key] = self.plan.runner(runner_id)
+        return self._derived[key]  # type: ignore[return-value]
+
+    @cached_property
+    def routes_to(self) -> dict[str, tuple[RouteInfo, ...]]:
+        """The snapshot's routes by destination, so a route is found without a scan of all."""
+        found: dict[str, list[RouteInfo]] = {}
+        for route in self.snapshot.routes:
+            found.setdefault(route.dst, []).append(route)
+        return {dst: tuple(routes) for dst, routes in found.items()}
+
     def tunnel_name(self, runner_id: int) -> str:
         """The runner's tunnel on this node: `vxkrN` on the host, `vxlan0` on a runner."""
         return tunnel_name(runner_id) if self.host else RUNNER_TUNNEL
@@ -106,7 +140,7 @@ class Context:
 
     def expected_interface(self, runner_id: int) -> IPv4Interface:
         """The address the runner's tunnel end carries on this node (host+254 or gateway)."""
-        addresses = self.plan.runner(runner_id)
+        addresses = self.addresses(runner_id)
         return addresses.host_interface_address if self.host else addresses.gateway_interface
 
     def runner_label(self, runner: RunnerRecord) -> str:

@@ -207,25 +207,28 @@ def _check_reachable_address(ctx: Context) -> list[Check]:
     if ctx.unread("settings"):
         return []
     address = ctx.settings.host_reachable_address
-    candidates = sorted(
-        ip for ip in ctx.local_addresses if not _loopback(ip) and not _overlay(ctx, ip)
-    )
-    example = candidates[0] if candidates else "this host's LAN address"
-    fix = f'set host_reachable_address = "{example}" in krnet.toml (HOST_REACHABLE_ADDRESS)'
     try:
         parsed = IPv4Address(address)
     except AddressValueError:
-        return [Check("host_reachable_address", FAIL, f"{address!r} is not an IPv4 address", fix)]
+        detail = f"{address!r} is not an IPv4 address"
+        return [Check("host_reachable_address", FAIL, detail, _reachable_fix(ctx))]
     if parsed.is_loopback:
         detail = (
             f"host_reachable_address is {address} (loopback): runners cannot reach it; krnet "
             "falls back to the address each runner's join arrived on"
         )
-        return [Check("host_reachable_address", WARN, detail, fix)]
+        return [Check("host_reachable_address", WARN, detail, _reachable_fix(ctx))]
     if ctx.unread("kernel") or address in ctx.local_addresses:
         return [Check("host_reachable_address", PASS, f"{address} is on a local link")]
     detail = f"host_reachable_address {address} is on no link of this host: tunnels cannot start"
-    return [Check("host_reachable_address", FAIL, detail, fix)]
+    return [Check("host_reachable_address", FAIL, detail, _reachable_fix(ctx))]
+
+
+def _reachable_fix(ctx: Context) -> str:
+    """The setting to use, naming a LAN address of this host (made only when a fix is shown)."""
+    candidates = [ip for ip in ctx.local_addresses if not _loopback(ip) and not _overlay(ctx, ip)]
+    example = min(candidates) if candidates else "this host's LAN address"
+    return f'set host_reachable_address = "{example}" in krnet.toml (HOST_REACHABLE_ADDRESS)'
 
 
 def _loopback(ip: str) -> bool:

@@ -19,30 +19,41 @@ RESTART = "or restart krnet serve (it re-applies every rule)"
 
 def guard_peers(ctx: Context) -> tuple[str, ...]:
     """Who may send VXLAN here: every registered runner (host), or the host (runner)."""
+    return ctx.once(_guard_peers)
+
+
+def _guard_peers(ctx: Context) -> tuple[str, ...]:
+    """Each address parsed once: at 4,095 runners parsing is most of this check's cost."""
     if ctx.host:
         candidates = [runner.physical_ip for runner in ctx.runners]
     else:
         tunnel = ctx.link(RUNNER_TUNNEL)
         remote = tunnel.vxlan.remote if tunnel and tunnel.vxlan else None
         candidates = [remote or ctx.settings.host_address or ""]
-    return tuple(sorted({peer for peer in candidates if _is_ipv4(peer)}, key=address_key))
+    numbers = {peer: _number(peer) for peer in set(candidates)}
+    return tuple(sorted((peer for peer in numbers if numbers[peer] >= 0), key=numbers.__getitem__))
 
 
 def address_key(text: str) -> tuple[int, str]:
     """Numeric order for addresses, text order for anything else."""
-    return (int(IPv4Address(text)), "") if _is_ipv4(text) else (2**32, text)
+    number = _number(text)
+    return (number, "") if number >= 0 else (2**32, text)
 
 
-def _is_ipv4(text: str) -> bool:
+def _number(text: str) -> int:
+    """The address as a number, or -1 for text that is not an IPv4 address."""
     try:
-        IPv4Address(text)
+        return int(IPv4Address(text))
     except ValueError:
-        return False
-    return True
+        return -1
 
 
 def firewall_plan(ctx: Context) -> firewall.FirewallPlan:
     """The firewall plan this node's settings and record call for."""
+    return ctx.once(_firewall_plan)
+
+
+def _firewall_plan(ctx: Context) -> firewall.FirewallPlan:
     return firewall.FirewallPlan(
         mode=ctx.snapshot.mode,
         overlay_cidr=str(ctx.plan.network),

@@ -23,7 +23,7 @@ def _probe_problem(ctx: Context, runner_id: int, probe: ProbeResult) -> Check | 
     """What a lost share of a tunnel's probes means: a black hole, a blocked port, or loss."""
     mtu, port = ctx.settings.overlay_mtu, ctx.settings.overlay_vxlan_port
     name = ctx.tunnel_name(runner_id)
-    gateway = ctx.plan.runner(runner_id).gateway
+    gateway = ctx.addresses(runner_id).gateway
     if probe.sent == 0 or probe.loss == 0:
         return None
     if probe.loss == 1 and probe.small_received > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from krnet.core.model.node_state import RouteInfo
 from krnet.core.observe.diagnose.check import FAIL, PASS, WARN, Check, Context, passed
 
 
@@ -9,10 +10,9 @@ def check_routes(ctx: Context) -> list[Check]:
     """Host: each runner subnet via its vxkrN. Runner: the overlay network via the host."""
     if ctx.unread("kernel"):
         return []
-    routes = ctx.snapshot.routes
     problems = []
     for runner in ctx.runners:
-        addresses = ctx.plan.runner(runner.runner_id)
+        addresses = ctx.addresses(runner.runner_id)
         if ctx.host:
             dst, gateway, dev = str(addresses.subnet), None, addresses.host_interface
             command = f"ip route replace {dst} dev {dev}"
@@ -21,7 +21,7 @@ def check_routes(ctx: Context) -> list[Check]:
             command = f"ip route replace {dst} via {gateway}"
         if ctx.link(ctx.tunnel_name(runner.runner_id)) is None:
             continue  # the tunnels check already reports the missing link
-        if not any(_route_matches(route, dst, gateway, dev) for route in routes):
+        if not any(_route_matches(route, gateway, dev) for route in ctx.routes_to.get(dst, ())):
             problems.append(
                 Check(
                     "routes",
@@ -34,12 +34,8 @@ def check_routes(ctx: Context) -> list[Check]:
     return passed("routes", problems, "every overlay route is in place")
 
 
-def _route_matches(route: object, dst: str, gateway: str | None, dev: str | None) -> bool:
-    return (
-        getattr(route, "dst", None) == dst
-        and (gateway is None or getattr(route, "gateway", None) == gateway)
-        and (dev is None or getattr(route, "dev", None) == dev)
-    )
+def _route_matches(route: RouteInfo, gateway: str | None, dev: str | None) -> bool:
+    return (gateway is None or route.gateway == gateway) and (dev is None or route.dev == dev)
 
 
 def check_rp_filter(ctx: Context) -> list[Check]:
