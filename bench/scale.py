@@ -3,7 +3,8 @@
 The ground (bench/scalelab.py): the real `krnet serve` as host (overlay enabled: real vxkrN
 tunnels, routes, iptables and the VXLAN port guard) in a lab namespace at 192.0.2.1, and
 bench/simrunner.py's runners speaking the real protocol from a second namespace, each
-claiming its own physical_ip. For each count of --runners, in the same process (every
+claiming its own physical_ip (counts above 255 set overlay_runner_prefix = 20 on the host, as
+an operator would). For each count of --runners, in the same process (every
 figure is printed with the ratio of the largest count to the smallest):
   1. joins: wall time from "go" until every runner has its `welcome` (the host builds the
      tunnel, route, rules and guard entry before it answers), then the kernel is checked;
@@ -55,6 +56,7 @@ from krnet.lab.prerequisites import missing_prerequisites  # noqa: E402
 
 REQUIRED = ("ip", "nsenter", "unshare", "iptables", "iptables-save", "nft")
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+WIDE_PREFIX = 20  # overlay_runner_prefix for more than 255 runners
 Say = Callable[[str], None]
 
 
@@ -112,7 +114,8 @@ def measure(
     """Build the ground, run every measurement for `runners`, tear it all down."""
     figures = Figures(runners, problems=[])
     sampled = workdir / f"profile-{runners}" if profile else None
-    with ScaleLab(workdir / f"n{runners}", progress=say, profile=sampled) as lab:
+    settings = lab_settings(runners)
+    with ScaleLab(workdir / f"n{runners}", progress=say, settings=settings, profile=sampled) as lab:
         figures.start = lab.start_host()
         serve_pid = lab.pid
         if not lab.host.node.run(["cat", f"/proc/{lab.pid}/comm"]).stdout.startswith("python"):
@@ -152,6 +155,13 @@ def measure(
     port, mtu = defaults.overlay_vxlan_port, defaults.overlay_mtu
     figures.floor = measure_floor(lab.plan, joined.claims, port, mtu)
     return figures
+
+
+def lab_settings(runners: int) -> dict[str, object]:
+    """The seed's /16 per runner gives 255 ids; more need /20 blocks, as an operator sets."""
+    if runners <= Settings().plan().max_runners:
+        return {}
+    return {"overlay_runner_prefix": WIDE_PREFIX}
 
 
 def summary(what: str, errors: list[str]) -> list[str]:
@@ -295,7 +305,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="sample the host's CPU")
     arguments = parser.parse_args()
     counts = sorted(arguments.runners)
-    top = min(Settings().plan().max_runners, MAX_SIMULATED)
+    top = min(Settings(overlay_runner_prefix=WIDE_PREFIX).plan().max_runners, MAX_SIMULATED)
     if not 1 <= counts[0] <= counts[-1] <= top:
         parser.error(f"every --runners count must be 1..{top}")
     reason = missing_prerequisites(REQUIRED)

@@ -36,7 +36,8 @@ from krnet.lab.cluster import HOST_UNDERLAY, Cluster, ClusterNode, krnet_command
 from krnet.lab.namespaces import Node, stop_processes  # noqa: E402
 
 SIM_UNDERLAY = "192.0.2.2"
-CLAIMED_BLOCKS = ("198.51.100", "203.0.113")
+# documentation and benchmarking ranges (RFC 5737, RFC 2544): 254 claims each, 1,524 in all
+CLAIMED_BLOCKS = ("198.51.100", "203.0.113", "198.18.0", "198.18.1", "198.18.2", "198.18.3")
 MAX_SIMULATED = 254 * len(CLAIMED_BLOCKS)
 READY = "listening for runners on"
 SIMRUNNER = Path(__file__).with_name("simrunner.py")

@@ -41,8 +41,8 @@ class Kept(UnrecordedEvents):
     def __init__(self) -> None:
         self.changes: list[str] = []
 
-    def changed(self, change: str, runner_id: int | None) -> None:
-        self.changes.append(change)
+    def changed(self, changes: Sequence[tuple[str, int | None]]) -> None:
+        self.changes += [change for change, _ in changes]
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from krnet.core.model.settings import Settings
 
 class Events:
     seen = []
-    def changed(self, change, runner_id): self.seen.append([change, runner_id])
+    def changed(self, changes): self.seen.extend([change, rid] for change, rid in changes)
     def adopted(self, adoption): pass
 
 class Firewall:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 import pytest
+import sqlalchemy
 
 from krnet.core.control.planes import (
     CountedEvents,
@@ -165,8 +166,8 @@ class FakeEvents:
     changes: list[tuple[str, int | None]] = field(default_factory=list)
     adoptions: list[Adoption] = field(default_factory=list)
 
-    def changed(self, change: str, runner_id: int | None) -> None:
-        self.changes.append((change, runner_id))
+    def changed(self, changes: Sequence[tuple[str, int | None]]) -> None:
+        self.changes += changes
 
     def adopted(self, adoption: Adoption) -> None:
         self.adoptions.append(adoption)
@@ -327,6 +328,40 @@ def test_a_batch_of_joins_is_one_kernel_pass_and_one_firewall_pass() -> None:
     assert [name for name, _ in node.journal.named("vxlan")] == ["vxkr1", "vxkr3"]
     assert len(node.journal.named("firewall")) == 1
     assert last_firewall(node.journal).guard_peers == ("192.0.2.11", "192.0.2.13")
+
+
+class Chatty(Journal):
+    """Every call reports one change naming it and what it was given first."""
+
+    def note(self, name: str, argument: object) -> list[str]:
+        super().note(name, argument)
+        first = argument[0] if isinstance(argument, tuple) else ""
+        return [f"{name} {first}".strip()]
+
+
+def test_a_batch_records_every_change_once_in_order_in_one_commit_per_pass(
+    tmp_path: Path,
+) -> None:
+    # Regression (issue 14): each change was its own transaction, ~1,000 commits per 255 joins.
+    journal = Chatty()
+    with Store.open(tmp_path) as store:
+        commits: list[None] = []
+        sqlalchemy.event.listen(store._engine, "commit", lambda _: commits.append(None))
+        events = RecordedEvents(store)
+        plane = HostPlane(
+            HOST, FakeKernel(journal), FakeFirewall(journal), events, prober=lambda *_: []
+        )
+        plane.runners_up([(record(i, f"192.0.2.1{i}"), allocation(i)) for i in (1, 2, 3)])
+        recorded = [(e.message, e.runner_id) for e in reversed(store.events())]
+    assert recorded == [
+        ("sysctl net.ipv4.ip_forward", None),
+        ("host_device kohaku-host", None),
+        ("vxlan vxkr1", 1),
+        ("vxlan vxkr2", 2),
+        ("vxlan vxkr3", 3),
+        ("firewall", None),
+    ]
+    assert len(commits) == 2  # the links' changes as that pass ends, then the firewall's
 
 
 def test_a_lone_join_the_kernel_refuses_raises() -> None:
@@ -491,7 +526,7 @@ def test_observe_leaves_the_kernel_alone_before_the_interval() -> None:
 def test_the_seam_records_changes_and_adoptions(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         events = RecordedEvents(store)
-        events.changed("vxkr1: MTU 1500 -> 1450", 1)
+        events.changed([("vxkr1: MTU 1500 -> 1450", 1)])
         events.adopted(Adoption(3, "192.0.2.13", 103, "10.3.0.0/16"))
         messages = [(event.kind, event.message, event.runner_id) for event in store.events()]
         adopted = store.runner(3)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from krnet.core.model.plan import OverlayPlan
 from krnet.core.model.records import (
@@ -172,6 +173,18 @@ def test_events_are_newest_first_and_limited(store: Store) -> None:
     events = store.events(limit=3)
     assert [e.message for e in events] == ["with a runner", "event 4", "event 3"]
     assert (events[0].runner_id, events[0].time) == (3, T0 + timedelta(seconds=9))
+
+
+def test_many_events_are_recorded_in_order_once_in_one_commit(store: Store) -> None:
+    commits: list[None] = []
+    event.listen(store._engine, "commit", lambda _: commits.append(None))
+    batch = [(f"vxkr{i}: created", i) for i in range(1, 301)] + [("guard: 300 peers", None)]
+    store.record_events("reconcile", batch, now=T0)
+    store.record_events("reconcile", [], now=T0)  # nothing changed: nothing written
+    assert len(commits) == 1
+    recorded = [(e.message, e.runner_id) for e in reversed(store.events(limit=1000))]
+    assert recorded == batch
+    assert {(e.kind, e.time) for e in store.events(limit=1000)} == {("reconcile", T0)}
 
 
 def test_naive_datetimes_are_refused(store: Store) -> None:

@@ -141,12 +141,13 @@ class NullRunnerDataPlane:
 
 @dataclass
 class RecordedEvents:
-    """A plane's changes as `reconcile` events and its adoptions as inactive runners."""
+    """A plane's changes as `reconcile` events (a pass's in one transaction) and its adoptions
+    as inactive runners."""
 
     store: Store
 
-    def changed(self, change: str, runner_id: int | None) -> None:
-        self.store.record_event("reconcile", change, runner_id)
+    def changed(self, changes: Sequence[tuple[str, int | None]]) -> None:
+        self.store.record_events("reconcile", changes)
 
     def adopted(self, adoption: Adoption) -> None:
         self.store.adopt(
@@ -161,8 +162,8 @@ class RecordedEvents:
 class UnrecordedEvents:
     """Without a store the planes' own log lines are all that is kept."""
 
-    def changed(self, change: str, runner_id: int | None) -> None:
-        """Nothing to record: the plane has logged the change."""
+    def changed(self, changes: Sequence[tuple[str, int | None]]) -> None:
+        """Nothing to record: the plane has logged the changes."""
 
     def adopted(self, adoption: Adoption) -> None:
         """Nothing to record: the plane has logged the adoption."""
@@ -174,9 +175,10 @@ class CountedEvents:
 
     kept: PlaneEvents
 
-    def changed(self, change: str, runner_id: int | None) -> None:
-        COUNTERS.changed(change)
-        self.kept.changed(change, runner_id)
+    def changed(self, changes: Sequence[tuple[str, int | None]]) -> None:
+        for change, _ in changes:
+            COUNTERS.changed(change)
+        self.kept.changed(changes)
 
     def adopted(self, adoption: Adoption) -> None:
         COUNTERS.adopted()

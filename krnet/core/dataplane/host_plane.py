@@ -84,7 +84,11 @@ class HostPlane:
         self, batch: Sequence[tuple[RunnerRecord, RunnerAllocation]]
     ) -> dict[int, KrnetError]:
         """Build the tunnels of joins decided together in one netlink and one firewall pass;
-        returns the runners the kernel refused (the rest are built and read back)."""
+        returns the runners the kernel refused (the rest are built and read back).
+
+        The links' changes are recorded in one transaction as soon as the netlink pass ends
+        (before the firewall pass, after which one commit per change used to begin), the
+        firewall's in one after its pass: a crash keeps whatever that path would have kept."""
         with self._lock:
             for runner, allocation in batch:
                 if _usable_local(allocation.host_physical_ip):
@@ -92,17 +96,13 @@ class HostPlane:
                 self._released.discard(runner.runner_id)
             lone = batch[0][0].runner_id if len(batch) == 1 else None  # whom shared changes name
             names = [HOST_DEVICE, *(tunnel_name(runner.runner_id) for runner, _ in batch)]
-            changes: list[tuple[str, int | None]] = []
             remotes = {runner.runner_id: runner.physical_ip for runner, _ in batch}
             with self.kernel.session(names) as links:
-                changes += [(change, lone) for change in self._ensure_base(links)]
+                changes = _named(self._ensure_base(links), lone)
                 built, refused = self._build_tunnels(links, remotes)
             self._peers |= {runner_id: remotes[runner_id] for runner_id in built}
-            changes += [(change, runner_id) for runner_id, made in built.items() for change in made]
-            firewall_changes = self._ensure_firewall()
-            for change, runner_id in changes:
-                self._report([change], runner_id)
-            self._report(firewall_changes, lone)
+            self._report(changes + [(c, rid) for rid, made in built.items() for c in made])
+            self._report(_named(self._ensure_firewall(), lone))
         return refused
 
     def runner_gone(self, runner_id: int) -> None:
@@ -115,7 +115,7 @@ class HostPlane:
             with self.kernel.session([tunnel]) as links:
                 changes = links.remove_link(tunnel)
             changes += self._ensure_firewall()
-            self._report(changes, runner_id)
+            self._report(_named(changes, runner_id))
 
     def released(self, runner_ids: Sequence[int]) -> None:
         """Ids the record freed before this process started: reconcile removes their tunnels."""
@@ -144,7 +144,7 @@ class HostPlane:
             try:  # re-applied whatever the kernel refused above: the guard must not lapse
                 changes += self._ensure_firewall()
             finally:
-                self._report(changes, None)
+                self._report(_named(changes, None))
 
     def _reconcile_links(self, known: dict[int, RunnerRecord]) -> tuple[list[str], dict[int, str]]:
         """The base links and every recorded tunnel, each on its own: one the kernel refuses
@@ -176,7 +176,7 @@ class HostPlane:
     def _failed(self, what: str, exc: KrnetError, runner_id: int | None) -> None:
         change = f"{what}: not repaired: {exc}"
         log.error("%s", change)
-        self.events.changed(change, runner_id)
+        self.events.changed([(change, runner_id)])
 
     # -- pieces -------------------------------------------------------------------------------
 
@@ -263,10 +263,16 @@ class HostPlane:
         )
         return self.firewall.ensure(plan)
 
-    def _report(self, changes: list[str], runner_id: int | None) -> None:
-        for change in changes:
+    def _report(self, changes: list[tuple[str, int | None]]) -> None:
+        """Logged one by one, handed over together: the record keeps a pass in one commit."""
+        for change, _ in changes:
             log.info("%s", change)
-            self.events.changed(change, runner_id)
+        self.events.changed(changes)
+
+
+def _named(changes: list[str], runner_id: int | None) -> list[tuple[str, int | None]]:
+    """Changes that all tell of one runner (or of none)."""
+    return [(change, runner_id) for change in changes]
 
 
 def _unknown_tunnels(

@@ -136,7 +136,9 @@ class Adoption:
 class PlaneEvents(Protocol):
     """Where a plane's changes and adoptions go; the control layer decides what to record."""
 
-    def changed(self, change: str, runner_id: int | None) -> None: ...
+    def changed(self, changes: Sequence[tuple[str, int | None]]) -> None:
+        """A pass's changes (change, runner id), in order: kept together (one transaction)."""
+        ...
 
     def adopted(self, adoption: Adoption) -> None: ...
 

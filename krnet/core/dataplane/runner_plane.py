@@ -102,7 +102,7 @@ class RunnerPlane:
         runner_id = self._allocation.runner_id if self._allocation else None
         for change in changes:
             log.info("%s", change)
-            self.events.changed(change, runner_id)  # the Events tab of `krnet tui`
+        self.events.changed([(change, runner_id) for change in changes])  # the TUI's Events tab
 
     def _reconcile_if_due(self) -> None:
         """Repair drift (links, routes, rules changed by hand or by Docker) every interval."""
