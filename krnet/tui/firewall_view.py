@@ -70,9 +70,17 @@ def guard_summary(data: ViewData) -> Text:
     port = settings.overlay_vxlan_port
     if not settings.vxlan_port_guard:
         return Text(f"▲ port guard off: UDP {port} is open to anyone", style="yellow")
+    ctx = Context(data.snapshot)
     allowed = data.snapshot.guard_allowlist
-    drops = guard_drops(Context(data.snapshot))
-    return Text(f"port guard on UDP {port}: {len(allowed)} peer(s) allowed · {drops:,} dropped")
+    drops = guard_drops(ctx)
+    summary = f"port guard on UDP {port}: {len(allowed)} peer(s) allowed · {drops:,} dropped"
+    # the allow-list is one set behind one rule: its drift shows here, not as a rule's state
+    want, have = set(guard_peers(ctx)), set(allowed)
+    counts = ((len(want - have), "missing"), (len(have - want), "extra"))
+    drift = [f"{count} {what}" for count, what in counts if count]
+    if drift:
+        return Text(f"✖ {summary} · allow-list drift: {', '.join(drift)}", style="bold red")
+    return Text(summary)
 
 
 def guard_detail(data: ViewData, key: str | None = None) -> Text:
