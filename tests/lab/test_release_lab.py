@@ -51,11 +51,9 @@ def tunnel_present(cluster: Cluster, name: str = "vxkr2") -> bool:
 
 
 def guard_entry(cluster: Cluster, address: str = R2) -> bool:
-    rules = cluster.host.node.run(["iptables-save", "-t", "filter"]).stdout
-    return any(
-        line.startswith("-A KRNET-VXLAN") and f"-s {address}/32" in line
-        for line in rules.splitlines()
-    )
+    """Whether the host's guard admits `address` (a member of its ipset set)."""
+    members = cluster.host.node.run(["ipset", "save", "krnet-vxlan"]).stdout
+    return f"add krnet-vxlan {address}" in members.splitlines()
 
 
 def events(cluster: Cluster, runner_id: int) -> list[tuple[str, str]]:
