@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from krnet.core.protocol.client import HostConnection
-from krnet.core.protocol.messages import HeartbeatAck
+from krnet.core.protocol.messages import HeartbeatAck, applied_of
 from krnet.core.record.store import Store
 from tests.protocol.peers import RunningHost, StartHost, join, wait_until
 from tests.protocol.test_scale_join import Clock
@@ -16,9 +16,13 @@ from tests.protocol.test_scale_join import Clock
 OBSERVED = {"mtu": 1450}
 
 
-async def beat(connection: HostConnection, observed: dict[str, Any] = OBSERVED) -> None:
-    await connection.send({"type": "heartbeat", "applied": None, "observed": observed})
-    await connection.receive(HeartbeatAck)
+async def beat(
+    connection: HostConnection, observed: dict[str, Any] = OBSERVED, applied: Any = None
+) -> HeartbeatAck:
+    await connection.send({"type": "heartbeat", "applied": applied, "observed": observed})
+    ack = await connection.receive(HeartbeatAck)
+    assert isinstance(ack, HeartbeatAck)
+    return ack
 
 
 def full_writes(host: RunningHost, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -52,6 +56,29 @@ async def test_a_heartbeat_with_nothing_new_writes_only_its_time(
     assert written == [1, 1]
     await wait_until(lambda: host.store.runner(1).last_seen == clock.now)  # type: ignore[union-attr]
     assert len(host.store.events()) == events  # last-seen times are no events
+    await connection.close()
+
+
+async def test_a_first_heartbeat_adding_only_the_allocation_sent_writes_only_its_time(
+    start_host: StartHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    host = await start_host(clock=clock)
+    written = full_writes(host, monkeypatch)
+    connection, allocation = await join(host.port)
+    applied = applied_of(allocation).model_dump()
+    acks = []
+    for _ in range(3):  # as the agent and bench/simrunner.py: the welcome's allocation applied
+        clock.advance(5)
+        acks.append(await beat(connection, {}, applied))
+    assert written == []
+    assert all(ack.allocation() == allocation for ack in acks)  # the same ack, resigned
+    assert [ack.seq for ack in acks] == sorted({ack.seq for ack in acks})
+    await wait_until(lambda: host.store.runner(1).last_seen == clock.now)  # type: ignore[union-attr]
+    assert host.store.runner(1).observed == {"applied": applied}  # type: ignore[union-attr]
+    other = dict(applied, mtu=1400)  # an `applied` the host did not send is news
+    await beat(connection, {}, other)
+    assert written == [1]
     await connection.close()
 
 

@@ -135,9 +135,10 @@ def test_touch_writes_last_seen_of_active_runners_only_and_it_survives_a_reopen(
         store.heartbeat(1, now=T0 + timedelta(seconds=2), observed={"x": 1})  # 1 active again
         before = len(store.events())
         later = T0 + timedelta(seconds=9)
-        store.touch({1: later, 2: later, 99: later})
+        store.touch({1: later, 2: later, 99: later}, {1: {"x": 2}, 2: {"x": 3}})
         assert len(store.events()) == before  # last-seen times are no events
     with Store.open(data) as again:
         one, two = again.runners()
-        assert (one.status, one.last_seen, one.observed) == (ACTIVE, later, {"x": 1})
+        assert (one.status, one.last_seen, one.observed) == (ACTIVE, later, {"x": 2})
+        assert two.observed == {}  # nor is an inactive runner's observed
         assert (two.status, two.last_seen) == (INACTIVE, T0)  # an inactive runner is not touched

@@ -81,9 +81,9 @@ class HostContext:
 
     async def write_last_seen(self) -> None:
         """The last-seen times heartbeats left waiting (`Liveness`), in one transaction."""
-        times = self.liveness.take()
+        times, applied = self.liveness.take()
         if times:
-            await self.record.run(self.record.store.touch, times)
+            await self.record.run(self.record.store.touch, times, applied)
 
     def allocation(self, runner: RunnerRecord, host_ip: str) -> Allocation:
         """What the host tells a runner (its `welcome` and every `heartbeat_ack`): the plan's

@@ -13,7 +13,10 @@ import logging
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
+from pydantic import JsonValue
+
 from krnet import __version__
+from krnet.core.control.acks import AckCache
 from krnet.core.control.answers import answer_status
 from krnet.core.control.counters import COUNTERS
 from krnet.core.control.enrolment import proven_runner, send_welcome
@@ -34,13 +37,11 @@ from krnet.core.protocol.messages import (
     Bye,
     Error,
     Heartbeat,
-    HeartbeatAck,
     Hello,
     Join,
     Leave,
     ReleaseRequest,
     StatusRequest,
-    applied_of,
     error_frame,
     parse_message,
 )
@@ -275,6 +276,7 @@ class JoinSession:
         settings, runner_id = self.context.settings, runner.runner_id
         # three missed heartbeats, plus the time a slow peer may take to deliver one
         idle = 3 * settings.heartbeat_interval + settings.handshake_timeout
+        acks = AckCache(self.context, host_ip)
         while True:
             try:
                 obj = await asyncio.wait_for(read_frame(self.reader), idle)
@@ -292,18 +294,21 @@ class JoinSession:
                 await self.send(self.channel.sign(Bye))
                 return
             assert isinstance(message, Heartbeat)
-            runner = await self._heartbeat(runner, message)
+            observed, desired = observed_of(message), acks.desired(runner)
+            runner = await self._heartbeat(runner, observed, desired)
             COUNTERS.heartbeat()
-            desired = self.context.allocation(runner, host_ip)
-            if message.applied != applied_of(desired):
+            if observed["applied"] != desired:
                 log.info("runner %d has not applied its allocation; sending it again", runner_id)
-            await self.send(self.channel.sign(HeartbeatAck, **desired.model_dump()))
+            await self.send(acks.sign(self.channel))
 
-    async def _heartbeat(self, runner: RunnerRecord, heartbeat: Heartbeat) -> RunnerRecord:
-        """A heartbeat with nothing new leaves its time for the next last-seen write
-        (`Liveness`); any other is written and checked now."""
-        context, observed = self.context, observed_of(heartbeat)
-        if context.liveness.coalesce(runner, observed, context.clock()):
+    async def _heartbeat(
+        self, runner: RunnerRecord, observed: dict[str, object], sent: dict[str, JsonValue]
+    ) -> RunnerRecord:
+        """A heartbeat with nothing new (or only `applied` equal to the allocation `sent`)
+        leaves its time for the next last-seen write (`Liveness`); any other is written and
+        checked now."""
+        context = self.context
+        if context.liveness.coalesce(runner, observed, context.clock(), sent=sent):
             return runner
         updated = await context.record.run(record_heartbeat, context, runner, observed)
         context.liveness.recorded(updated)

@@ -98,19 +98,26 @@ class Store(Allocations, Releases, OwnAllocation, RunnerKeys):
             session.flush()
             return to_record(row)
 
-    def touch(self, times: Mapping[int, datetime]) -> None:
-        """Write the last-seen times of active runners whose heartbeats said nothing new, all
-        in one transaction (`krnet.core.control.liveness`); other ids are left as they are."""
+    def touch(
+        self,
+        times: Mapping[int, datetime],
+        observed: Mapping[int, Mapping[str, object]] | None = None,
+    ) -> None:
+        """Write the last-seen times of active runners whose heartbeats said nothing new, and
+        the `observed` of those that only added their `applied`, all in one transaction
+        (`krnet.core.control.liveness`); other ids are left as they are."""
         table: Table = RunnerRow.__table__  # type: ignore[attr-defined]
-        touched = (
-            table.update()
-            .where(table.c.runner_id == bindparam("id"), table.c.status == ACTIVE)
-            .values(last_seen=bindparam("seen"))
-        )
+        active = (table.c.runner_id == bindparam("id"), table.c.status == ACTIVE)
+        touched = table.update().where(*active).values(last_seen=bindparam("seen"))
+        reported = table.update().where(*active).values(observed=bindparam("observed"))
         with self._session(write=True) as session:
-            session.connection().execute(
+            connection = session.connection()
+            connection.execute(
                 touched, [{"id": runner_id, "seen": seen} for runner_id, seen in times.items()]
             )
+            if observed:
+                rows = [{"id": key, "observed": dict(value)} for key, value in observed.items()]
+                connection.execute(reported, rows)
 
     def mark_inactive(self, *, older_than: datetime) -> list[int]:
         """Mark active runners silent since before `older_than` inactive; their ids."""
