@@ -1,14 +1,16 @@
 """The krnet terminal UI: seven views of one node, refreshed by a worker off the UI thread.
 
 The app is given a `SnapshotSource` (this node, a remote host, or recorded snapshots in
-tests). A thread worker calls it and builds the ViewData; the result arrives as a message
-and every view redraws from it. The next gather is armed only after one finishes, so a slow
-source never stacks up refreshes.
+tests). A thread worker calls it and builds the ViewData, and the rows of the view on screen
+(pure functions of the data: the UI thread only compares them with what it shows); the result
+arrives as a message and every view redraws from it. The next gather is armed only after one
+finishes, so a slow source never stacks up refreshes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from textual import work
@@ -18,18 +20,21 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 
 from krnet.core.model.text import printable
 from krnet.errors import KrnetError
 from krnet.tui.events import EventsView
 from krnet.tui.firewall_view import FirewallView
+from krnet.tui.header import FixedHeader
 from krnet.tui.help import HelpScreen
 from krnet.tui.interfaces import InterfacesView
 from krnet.tui.model import SnapshotSource, ViewData, ViewModel
 from krnet.tui.mtu import MtuView
 from krnet.tui.overview import OverviewView
+from krnet.tui.rows import Row
 from krnet.tui.runners import RunnersView
+from krnet.tui.table import TableView
 from krnet.tui.vnis import VnisView
 
 # (pane id, tab label, key, view class)
@@ -43,13 +48,24 @@ VIEWS: tuple[tuple[str, str, str, type[Widget]], ...] = (
     ("events", "Events", "7", EventsView),
 )
 VIEW_IDS = tuple(view_id for view_id, _label, _key, _cls in VIEWS)
+# the table views' row makers, by pane id: the gather worker makes the visible view's rows
+ROW_MAKERS: dict[str, Callable[[ViewData], list[Row]]] = {
+    view_id: cls.rows for view_id, _label, _key, cls in VIEWS if issubclass(cls, TableView)
+}
+
+
+def rows_for(view_id: str, data: ViewData) -> dict[str, list[Row]]:
+    """The rows of view `view_id` made from `data` (none for a view that is not a table)."""
+    make = ROW_MAKERS.get(view_id)
+    return {view_id: make(data)} if make is not None else {}
 
 
 @dataclass
 class SnapshotReady(Message):
-    """A gather finished: the data every view redraws from."""
+    """A gather finished: the data every view redraws from, and the rows made from it."""
 
     data: ViewData
+    rows: Mapping[str, list[Row]] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,9 +105,10 @@ class KrnetApp(App[None]):
         self._timer: Timer | None = None
         self._gathering = False
         self._shown: dict[str, ViewData] = {}  # the data each view last drew
+        self.on_screen = "overview"  # the view on screen, read by the gather worker
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield FixedHeader()
         with TabbedContent(initial="overview"):
             for view_id, label, key, cls in VIEWS:
                 with TabPane(f"{key} {label}", id=view_id):
@@ -99,7 +116,7 @@ class KrnetApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = f"{self.where} · waiting for the first reading"
+        self.say(f"{self.where} · waiting for the first reading")
         self.start_gather()
 
     # -- gathering ----------------------------------------------------------------------------
@@ -115,33 +132,46 @@ class KrnetApp(App[None]):
 
     @work(thread=True, group="gather")
     def gather(self) -> None:
-        """Read the source and build the views' data, off the UI thread."""
+        """Read the source and build the views' data and the visible view's rows, off the UI
+        thread."""
         try:
             data = self.model.update(self.source())
         except KrnetError as exc:
             self.post_message(GatherFailed(str(exc)))
         else:
-            self.post_message(SnapshotReady(data))
+            self.post_message(SnapshotReady(data, rows_for(self.on_screen, data)))
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
-        self.apply(message.data)
+        self.apply(message.data, message.rows)
         self._rearm()
 
     def on_gather_failed(self, message: GatherFailed) -> None:
-        self.sub_title = f"{self.where} · ✖ {printable(message.error)}"
+        self.say(f"{self.where} · ✖ {printable(message.error)}")
         self._rearm()
 
     def _rearm(self) -> None:
         self._gathering = False
         self._timer = self.set_timer(self.refresh_interval, self.start_gather)
 
-    def apply(self, data: ViewData) -> None:
-        """Take new data: the visible view redraws now, the others when they are shown."""
+    def apply(self, data: ViewData, rows: Mapping[str, list[Row]] | None = None) -> None:
+        """Take new data (and rows made from it off the UI thread): the visible view redraws
+        now, the others when they are shown."""
         self.data = data
+        for view_id, made in (rows or {}).items():
+            self.query_one(f"#{view_id}-view", TableView).take_rows(data, made)
         self.refreshes += 1
         self.show_view()
         taken = data.snapshot.taken_at.strftime("%H:%M:%SZ")
-        self.sub_title = f"{self.where} · {taken} · every {self.refresh_interval:g}s"
+        self.say(f"{self.where} · {taken} · every {self.refresh_interval:g}s")
+
+    def say(self, sub_title: str) -> None:
+        """Show `sub_title` in the header, repainting only the header's title (setting it the
+        usual way repaints the whole screen)."""
+        self.set_reactive(KrnetApp.sub_title, sub_title)
+        try:
+            self.query_one(FixedHeader).show_title()
+        except NoMatches:
+            return
 
     def show_view(self, view_id: str | None = None) -> None:
         """Redraw one view (the visible one by default) from the latest data, unless it already
@@ -183,6 +213,7 @@ class KrnetApp(App[None]):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         """Bring the view up to date and put the keyboard on its table, so its keys work."""
+        self.on_screen = event.pane.id or self.on_screen
         self.show_view(event.pane.id)
         tables = event.pane.query(DataTable)
         if tables:

@@ -67,6 +67,7 @@ class TableView(Vertical):
         self._held: dict[str, Row] = {}  # the rows the grid holds, in its order
         self._layout: Layout = ()
         self._widest: dict[str, int] = {}  # natural widths seen so far: columns never jitter
+        self._needs: dict[str, tuple[int, int]] = {}  # each Static's width and lines, last put
 
     # -- widgets ----------------------------------------------------------------------------------
 
@@ -109,15 +110,23 @@ class TableView(Vertical):
         self._put(".status", self._status(len(rows), len(all_rows)))
         self._show_detail()
 
-    def _rows_of(self, data: ViewData) -> list[Row]:
-        """The rows of `data` (made once however often it is redrawn); the column widths grown
-        by the cells that are new or changed since the last refresh."""
+    def take_rows(self, data: ViewData, rows: list[Row]) -> None:
+        """Hold `rows`, made from `data` (by the gather worker, off the UI thread, or by
+        `_rows_of`), and grow the column widths by their cells that are new or changed."""
         if self._built is not None and self._built[0] is data:
-            return self._built[1]
-        rows = self.rows(data)
+            return
         self._widest = widest(self.COLUMNS, rows, self._measured, self._widest)
         self._measured = {row.key: row for row in rows}
         self._built = (data, rows)
+
+    def _rows_of(self, data: ViewData) -> list[Row]:
+        """The rows of `data`, made here unless the worker made them (once however often it is
+        redrawn)."""
+        built = self._built
+        if built is not None and built[0] is data:
+            return built[1]
+        rows = self.rows(data)
+        self.take_rows(data, rows)
         return rows
 
     def _fit(self) -> Layout:
@@ -159,10 +168,17 @@ class TableView(Vertical):
         return changes
 
     def _put(self, selector: str, content: RenderableType) -> None:
-        """Update a Static only when its content changed: an update lays out the whole screen."""
+        """Update a Static only when its content changed, and lay out the screen only when that
+        changed the lines it needs (a layout costs about what drawing the whole screen does)."""
         static = self.query_one(selector, Static)
-        if static.content != content:
-            static.update(content)
+        if static.content == content:
+            return
+        static.update(content, layout=False)
+        width = static.content_region.width
+        needs = (width, static.get_content_height(self.size, self.app.size, width))
+        if self._needs.get(selector) != needs or not width:
+            static.refresh(layout=True)
+        self._needs[selector] = needs
 
     def _status(self, shown: int, total: int) -> Text:
         parts = [f"{shown} of {total}" if shown != total else f"{total} rows"]

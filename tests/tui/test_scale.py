@@ -1,6 +1,7 @@
 """The TUI with 4,095 runners (overlay_runner_prefix 20): it scrolls to the last runner and shows
-it, a refresh draws only the rows in view, and of them only the cells that changed, and the
-Overview's spoke picture stops at a full /16 pool (trouble first) with a count of the rest.
+it, a refresh draws only the rows in view, and of them only the cells that changed, without a
+layout or a repaint of the whole screen, and the Overview's spoke picture stops at a full /16
+pool (trouble first) with a count of the rest.
 
 The data is given to the app by hand, undiagnosed: these tests are about the table, and the
 diagnosis of 4,095 runners is the worker's (timed by bench/tui.py, not here).
@@ -91,3 +92,12 @@ def test_the_spoke_picture_of_4095_runners_puts_trouble_first_and_counts_the_res
     assert (
         lines[-1] == f"└─ … and {RUNNERS - SPOKES_SHOWN:,} more runners (2 Runners lists them all)"
     )
+
+
+async def test_a_steady_refresh_neither_lays_out_nor_repaints_the_whole_screen() -> None:
+    app = make_app("healthy_host")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await runners_of(pilot, ViewData(fleet(20), ()))
+        app.apply(ViewData(later(fleet(20), 2, 1000), ()))  # every LAST SEEN and the sub-title
+        assert not app.screen._layout_required and not app.screen._repaint_required
+        await pilot.pause()
