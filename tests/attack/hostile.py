@@ -31,7 +31,8 @@ from krnet.core.protocol.channel import (
     new_nonce,
 )
 from krnet.core.protocol.framing import MAX_LINE
-from krnet.core.protocol.messages import MESSAGES, Heartbeat, Leave, parse_message
+from krnet.core.protocol.messages import Heartbeat, Leave
+from krnet.core.protocol.parse import MESSAGES, parse_message
 from krnet.errors import ProtocolError
 from tests.protocol.peers import (
     TOKEN,

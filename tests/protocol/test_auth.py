@@ -16,7 +16,8 @@ from krnet.core.protocol.channel import (
     mac_key,
 )
 from krnet.core.protocol.framing import canonical_json
-from krnet.core.protocol.messages import MESSAGES, Error, parse_message
+from krnet.core.protocol.messages import Error
+from krnet.core.protocol.parse import MESSAGES, parse_message
 from krnet.errors import ProtocolError
 
 TOKEN = "3f9c2a7e5b1d4c8a9e6f0b2d7c4a1e5f8b3d6c9a2e7f4b1d8c5a0e3f6b9c2d7a"

@@ -16,7 +16,8 @@ from krnet.core.control.agent import load_runner_key
 from krnet.core.control.planes import NullRunnerDataPlane
 from krnet.core.protocol.channel import HOST_TO_RUNNER, Channel
 from krnet.core.protocol.framing import MAX_LINE, encode_frame
-from krnet.core.protocol.messages import Bye, Welcome, error_frame
+from krnet.core.protocol.messages import Bye, Welcome
+from krnet.core.protocol.parse import error_frame
 from krnet.core.record.store import Store
 from krnet.errors import ProtocolError
 from tests.protocol.peers import (

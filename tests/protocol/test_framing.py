@@ -16,7 +16,8 @@ from krnet.core.protocol.framing import (
     read_frame,
     split_status,
 )
-from krnet.core.protocol.messages import Heartbeat, Join, Status, StatusRequest, parse_message
+from krnet.core.protocol.messages import Heartbeat, Join, Status, StatusRequest
+from krnet.core.protocol.parse import parse_message
 from krnet.errors import ProtocolError
 from tests.protocol.peers import JOIN_MESSAGE as JOIN
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from krnet.core.protocol.framing import MAX_LINE, decode_frame, encode_frame, read_frame
-from krnet.core.protocol.messages import MESSAGES, Message, parse_message
+from krnet.core.protocol.messages import Message
+from krnet.core.protocol.parse import MESSAGES, parse_message
 from krnet.errors import ProtocolError
 from tests.protocol.peers import JOIN_MESSAGE as VALID_JOIN
 

@@ -20,11 +20,9 @@ from krnet.core.protocol.messages import (
     Peers,
     Status,
     Welcome,
-    error_frame,
     join_fields,
-    parse_message,
-    raise_if_error,
 )
+from krnet.core.protocol.parse import error_frame, parse_message, raise_if_error
 from krnet.errors import ProtocolError
 from tests.protocol.peers import IMPOSTOR_ALLOCATION, JOIN_MESSAGE
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from krnet.core.protocol.messages import Join, parse_message
+from krnet.core.protocol.messages import Join
+from krnet.core.protocol.parse import parse_message
 from krnet.errors import ProtocolError
 from tests.protocol.peers import JOIN_MESSAGE, StartHost, join, join_once
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from krnet.core.model.text import printable
-from krnet.core.protocol.messages import Error, raise_if_error
+from krnet.core.protocol.messages import Error
+from krnet.core.protocol.parse import raise_if_error
 from krnet.errors import ProtocolError
 from tests.unit.test_status import clean_env, overlay, populate, runner, status_of
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import JsonValue
 
-from krnet.core.protocol.messages import KIND_OF, HeartbeatAck, applied_of
+from krnet.core.protocol.messages import HeartbeatAck, applied_of
+from krnet.core.protocol.parse import KIND_OF
 
 if TYPE_CHECKING:
     from krnet.core.control.context import HostContext

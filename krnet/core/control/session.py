@@ -42,9 +42,8 @@ from krnet.core.protocol.messages import (
     Leave,
     ReleaseRequest,
     StatusRequest,
-    error_frame,
-    parse_message,
 )
+from krnet.core.protocol.parse import error_frame, parse_message
 from krnet.core.record.joins import BatchedJoin
 from krnet.errors import (
     ErrorCode,

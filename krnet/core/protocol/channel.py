@@ -17,7 +17,8 @@ from typing import Final, Literal, TypeAlias
 from pydantic import JsonValue
 
 from krnet.core.protocol.framing import JsonObject, canonical_json, decode_frame, encode_frame
-from krnet.core.protocol.messages import KIND_OF, Message, parse_message
+from krnet.core.protocol.messages import Message
+from krnet.core.protocol.parse import KIND_OF, parse_message
 from krnet.errors import ProtocolError
 
 Direction: TypeAlias = Literal["krnet runner->host", "krnet host->runner"]

@@ -27,9 +27,8 @@ from krnet.core.protocol.messages import (
     Snapshot,
     Status,
     StatusRequest,
-    parse_message,
-    raise_if_error,
 )
+from krnet.core.protocol.parse import parse_message, raise_if_error
 from krnet.errors import KrnetError, ProtocolError, UsageError
 
 if TYPE_CHECKING:

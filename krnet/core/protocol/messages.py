@@ -1,7 +1,7 @@
 """The join protocol's messages: one pydantic model per message type, used in both directions.
 
-docs/protocol.md "Messages" is the specification. A peer's line is validated here
-(`parse_message`) as the model of its `type`; what krnet sends is checked against the same
+docs/protocol.md "Messages" is the specification. A peer's line is validated as the model of
+its `type` (`krnet.core.protocol.parse.parse_message`); what krnet sends is checked against the same
 model before it leaves (`krnet.core.protocol.channel.Channel.sign`). The `seq` and `mac` of a
 signed message are the channel's; framing is `krnet.core.protocol.framing`.
 """
@@ -9,7 +9,6 @@ signed message are the channel's; framing is `krnet.core.protocol.framing`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
 
@@ -22,7 +21,6 @@ from pydantic import (
     SerializationInfo,
     SerializerFunctionWrapHandler,
     StringConstraints,
-    ValidationError,
     model_serializer,
     model_validator,
 )
@@ -31,9 +29,8 @@ from krnet.core.model.durations import MAX_DURATION
 from krnet.core.model.plan import MAX_RUNNERS
 from krnet.core.model.records import JoinRequest
 from krnet.core.model.settings import OverlayMode
-from krnet.core.model.text import printable
-from krnet.core.protocol.framing import JsonObject, canonical_json, encode_frame
-from krnet.errors import ErrorCode, ProtocolError
+from krnet.core.protocol.framing import JsonObject, canonical_json
+from krnet.errors import ErrorCode
 
 PROTOCOL_VERSION = 1
 MAX_ERROR_TEXT = 2000  # characters of an `error` message's text
@@ -342,27 +339,6 @@ class Error(Message):
         return self
 
 
-MESSAGES: dict[str, type[Message]] = {  # by the `type` field
-    "hello": Hello,
-    "join": Join,
-    "status_request": StatusRequest,
-    "release_request": ReleaseRequest,
-    "released": Released,
-    "welcome": Welcome,
-    "heartbeat": Heartbeat,
-    "heartbeat_ack": HeartbeatAck,
-    "peers": Peers,
-    "leave": Leave,
-    "bye": Bye,
-    "status": Status,
-    "snapshot": Snapshot,
-    "error": Error,
-}
-
-
-KIND_OF = {model: kind for kind, model in MESSAGES.items()}
-
-
 def applied_of(allocation: Allocation) -> Applied:
     """The `applied` summary a runner reports for an allocation it configured."""
     return Applied(
@@ -371,66 +347,3 @@ def applied_of(allocation: Allocation) -> Applied:
         subnet=allocation.subnet,
         mtu=allocation.mtu,
     )
-
-
-def _printable(text: str, limit: int = 120) -> str:
-    """Peer-chosen text (a field name) made safe for one log line: escaped and cut."""
-    cut = text if len(text) <= limit else text[:limit] + "..."
-    return cut.encode("unicode_escape").decode("ascii")
-
-
-def _summarize(exc: ValidationError, kind: str) -> str:
-    parts = []
-    for error in exc.errors(include_url=False)[:3]:
-        where = _printable(".".join(str(item) for item in error["loc"])) or kind
-        parts.append(f"{where}: {error['msg']}")
-    more = exc.error_count() - len(parts)
-    suffix = f" (and {more} more)" if more > 0 else ""
-    return f"invalid {kind} message: " + "; ".join(parts) + suffix
-
-
-def parse_message(obj: Mapping[str, JsonValue], expected: Sequence[type[Message]]) -> Message:
-    """Validate a decoded object as one of the `expected` message types."""
-    kind = obj.get("type")
-    if not isinstance(kind, str):
-        raise ProtocolError("bad_request", "message has no string 'type' field")
-    model = MESSAGES.get(kind)
-    if model is None:
-        raise ProtocolError("bad_request", f"unknown message type {kind[:40]!r}")
-    if model not in expected:
-        names = " or ".join(sorted(name for name, m in MESSAGES.items() if m in expected))
-        raise ProtocolError("bad_request", f"unexpected {kind!r} message here: expected {names}")
-    version = obj.get("version", PROTOCOL_VERSION)
-    if "version" in model.model_fields and type(version) is int and version != PROTOCOL_VERSION:
-        raise ProtocolError(
-            "unsupported_version",
-            f"peer speaks protocol version {version}, this krnet speaks {PROTOCOL_VERSION}: "
-            "run the same krnet release on the host and every runner",
-        )
-    try:
-        return model.model_validate(dict(obj))
-    except ValidationError as exc:
-        raise ProtocolError("bad_request", _summarize(exc, kind)) from None
-
-
-def raise_if_error(message: Message, peer: str, *, authenticated: bool = False) -> None:
-    """Turn a peer's `error` message into ProtocolError carrying its code.
-
-    Unless its MAC verified (`authenticated`), anyone who answers the connection can write an
-    `error`, so its text is quoted, marked as unauthenticated and escaped either way (no forged
-    log lines, no terminal escapes).
-    """
-    if isinstance(message, Error):
-        text = printable(message.message)
-        said = "its message" if authenticated else "its unauthenticated message"
-        raise ProtocolError(
-            message.code,
-            f'{peer} refused ({message.code}); {said}: "{text}"',
-            authenticated=authenticated,
-        )
-
-
-def error_frame(code: ErrorCode, message: str) -> bytes:
-    """The unsigned `error` line refusing a peer (the message cut to the length allowed)."""
-    text = message[:MAX_ERROR_TEXT]
-    return encode_frame(Error(type="error", code=code, message=text).model_dump(exclude_none=True))
