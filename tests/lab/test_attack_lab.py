@@ -47,4 +47,7 @@ def test_the_dropped_figure_is_the_kernel_count_of_a_rogues_frames(
     env = {key: value for key, value in os.environ.items() if not key.startswith("KRNET_")}
     env |= {"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "KRNET_DATA_DIR": str(tmp_path)}
     shown = host.run([sys.executable, "-c", SHOWN], env=env).stdout
-    assert shown.strip() == "port guard on UDP 4789: 1 peer(s) allowed · 7 dropped"
+    # the record holds no runner, so the allowed peer is also named as drift
+    assert shown.strip() == (
+        "✖ port guard on UDP 4789: 1 peer(s) allowed · 7 dropped · allow-list drift: 1 extra"
+    )
