@@ -111,7 +111,7 @@ def values(cluster: Cluster, expr: str) -> dict[str, float]:
 
 def until_not_ready(cluster: Cluster, node: ClusterNode) -> str:
     """/readyz's body once it says not ready (it looks at the kernel at most 1 s late; the
-    host's reconcile repairs within 30 s here, a runner's at its next heartbeat: the window is
+    host's reconcile repairs within 30 s here, a runner's within the lab's 5 s: the window is
     there to be seen)."""
     answers: list[tuple[int, str]] = []
 
