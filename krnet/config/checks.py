@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 
+from krnet.core.model.peers import MAX_DIRECT_RUNNERS
 from krnet.core.model.plan import (
     HOST_DEVICE,
     IFNAME_MAX,
@@ -40,6 +41,7 @@ def validate(settings: Settings, sources: Mapping[str, str]) -> None:
     _check_addresses(settings, sources)
     _check_docker_network(settings, sources)
     _check_plan(settings, sources)
+    _check_direct_size(settings, sources)
     _check_names(settings, sources)
     _check_timing(settings, sources)
     _check_token(settings, sources)
@@ -191,6 +193,24 @@ def _check_plan(settings: Settings, sources: Mapping[str, str]) -> None:
         named = [key for key in _PLAN_KEYS if key in str(exc)]
         origins = "; ".join(f"{key} from {sources.get(key, 'default')}" for key in named)
         raise ConfigError(f"{exc} ({origins})") from None
+
+
+def _check_direct_size(settings: Settings, sources: Mapping[str, str]) -> None:
+    """A direct host pushes the whole peer table to every runner: its plan must fit one."""
+    if settings.mode != "host" or settings.overlay_mode != "direct":
+        return
+    max_runners = settings.plan().max_runners
+    if max_runners > MAX_DIRECT_RUNNERS:
+        prefix_source = sources.get("overlay_runner_prefix", "default")
+        raise _refuse(
+            settings,
+            sources,
+            "overlay_mode",
+            f"allows at most {MAX_DIRECT_RUNNERS} runners, but overlay_runner_prefix = "
+            f"{settings.overlay_runner_prefix} (from {prefix_source}) plans {max_runners} runners",
+            "set overlay_runner_prefix = 16 (the reference's /16s), or keep overlay_mode = 'hub' "
+            "for more runners",
+        )
 
 
 def _check_names(settings: Settings, sources: Mapping[str, str]) -> None:

@@ -528,6 +528,18 @@ def test_any_other_overlay_mode_names_the_key_and_the_allowed_values(
     assert "set overlay_mode to hub or direct" in message
 
 
+def test_direct_mode_refuses_a_plan_of_more_runners_than_a_peer_table_holds(home: Path) -> None:
+    """A direct host pushes every runner to every runner, at most 255 a table: a /20 plan
+    (4,095 runners) would fail at the 256th join, so it is refused before anything starts."""
+    path = toml(home, 'overlay_mode = "direct"\noverlay_runner_prefix = 20\n')
+    message = refusal(home)
+    assert message.startswith("overlay_mode = 'direct'") and str(path) in message
+    assert "4095 runners" in message and "at most 255" in message
+    assert "overlay_runner_prefix = 16" in message and "hub" in message
+    toml(home, 'overlay_mode = "hub"\noverlay_runner_prefix = 20\n')
+    assert load_settings(environ={}, home=home).settings.plan().max_runners == 4095
+
+
 def test_overlay_mode_on_a_runner_only_warns_that_the_host_decides(home: Path) -> None:
     from krnet.config.checks import warnings
 

@@ -21,6 +21,9 @@ from krnet.core.model.plan import OverlayPlan
 VTEP_NAME = "vxkrd"
 VTEP_MAC_PREFIX = (0x02, 0x4B, 0x52, 0x00)  # locally administered unicast, "KR", then the id
 SWITCH_AFTER = 3  # probes in a row that move a pair to the other path
+# every runner holds a route, neighbour and FDB entry per peer and every push carries the whole
+# table: direct mode stops at the reference's 255 runners (a /16 each); hub mode goes further
+MAX_DIRECT_RUNNERS = 255
 
 PathKind = Literal["direct", "hub"]
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from krnet.core.model.durations import MAX_DURATION
+from krnet.core.model.peers import MAX_DIRECT_RUNNERS
 from krnet.core.model.plan import MAX_RUNNERS
 from krnet.core.model.records import JoinRequest
 from krnet.core.model.settings import OverlayMode
@@ -221,7 +222,9 @@ class PeerEntry(Message):
     physical_ip: TunnelAddress
 
 
-PeerList = Annotated[list["PeerEntry"], Field(max_length=255), AfterValidator(_distinct_peers)]
+PeerList = Annotated[
+    list["PeerEntry"], Field(max_length=MAX_DIRECT_RUNNERS), AfterValidator(_distinct_peers)
+]
 
 
 class _SignedAllocation(Allocation):
