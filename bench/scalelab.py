@@ -87,6 +87,7 @@ class Fleet:
     """bench/simrunner.py in the runners' namespace, driven one line at a time."""
 
     def __init__(self, node: Node, token: str, addresses: Sequence[str]) -> None:
+        self.addresses = list(addresses)
         self.process = node.popen(
             [sys.executable, str(SIMRUNNER), "--host", HOST_UNDERLAY, *addresses],
             env=child_env() | {"BENCH_TOKEN": token},
@@ -105,6 +106,12 @@ class Fleet:
     def heartbeats(self) -> int:
         """Heartbeats the host has answered so far, all runners together."""
         return int(self._say("count")["heartbeats"])  # type: ignore[call-overload]
+
+    def seen(self, runner_id: int) -> tuple[list[float | None], list[float | None]]:
+        """For every simulated runner, the monotonic time its peer table last gained runner
+        `runner_id` and the time it last lost it (None: never), in direct mode."""
+        result = self._say(f"seen {runner_id}")
+        return result["appeared"], result["gone"]  # type: ignore[return-value]
 
     def stop(self) -> list[str]:
         """Close every connection; the errors of runners that lost theirs while heartbeating."""
