@@ -124,6 +124,30 @@ async def test_agent_reconnects_to_a_restarted_host_with_the_same_id(
     assert {allocation.runner_id for allocation in applied(dataplane)} == {1}  # type: ignore[attr-defined]
 
 
+async def test_the_backoff_starts_again_after_every_welcome(
+    start_host: StartHost, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: a session the host welcomed and that then lost its connection did not reset
+    # the step, so each host restart made a runner wait twice as long (up to 30 s) to follow.
+    host = await start_host()
+    port, data_dir = host.port, host.data_dir
+    dataplane = NullRunnerDataPlane()
+    with caplog.at_level(logging.INFO, logger="krnet.runner"):
+        async with running_agent(port, tmp_path / "runner", dataplane=dataplane):
+            for welcomes in range(1, 4):
+                await wait_until(lambda n=welcomes: len(applied(dataplane)) >= n)  # type: ignore[misc]
+                if welcomes < 3:
+                    await host.service.stop()
+                    host.store.close()
+                    host = await start_host(data_dir=data_dir, join_port=port)
+    delays = [
+        float(line.split(" in ")[1].split()[0])
+        for line in caplog.messages
+        if "reconnecting" in line
+    ]
+    assert len(delays) == 2 and all(delay <= 1.0 for delay in delays), delays  # each a first step
+
+
 @pytest.mark.parametrize(
     ("changes", "logged"),
     [

@@ -154,6 +154,7 @@ class RunnerAgent:
         self.peers = PeerFollower(dataplane)  # direct mode's table, as the host last sent it
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
+        self._welcomed = False  # the current session's welcome was taken (the backoff resets)
 
     def stop(self) -> None:
         """Leave `run` at the next opportunity; tunnels and the allocation stay (docs/design.md)."""
@@ -172,18 +173,17 @@ class RunnerAgent:
         delays = backoff_delays(self._rng)
         where = f"{self.host_address}:{self.settings.join_port}"
         while not self._stop.is_set():
+            self._welcomed = False
             try:
-                joined = await self._session()
+                await self._session()
             except ProtocolError as exc:
                 log.error("%s: %s [%s]; nothing configured from this answer", where, exc, exc.code)
                 reason = f"refused by the host [{exc.code}]: {exc}"
                 await refused(self.account, self.dataplane, reason, exc)
-                joined = False
             except (OSError, asyncio.TimeoutError) as exc:  # wait_for's, before Python 3.11
                 log.warning("%s: cannot talk to the host (%s)", where, exc or type(exc).__name__)
                 self.account.unreachable(f"host unreachable: {where}: {exc or type(exc).__name__}")
-                joined = False
-            if joined:
+            if self._welcomed:  # however that session ended: a restarted host is rejoined soon
                 delays = backoff_delays(self._rng)
             if self._stop.is_set():
                 break
@@ -191,8 +191,8 @@ class RunnerAgent:
             log.info("reconnecting to %s in %.1f s", where, delay)
             await self._wait(delay)
 
-    async def _session(self) -> bool:
-        """One connection: join, then heartbeats. True when the host welcomed us."""
+    async def _session(self) -> None:
+        """One connection: join, then heartbeats; `_welcomed` once the host's welcome is taken."""
         connection = await HostConnection.open(
             self.host_address,
             self.settings.join_port,
@@ -206,6 +206,7 @@ class RunnerAgent:
             welcome = await connection.receive(Welcome)
             allocation = own_allocation(self.settings, welcome.allocation(), self._routes())
             await self._enrol(connection, welcome)
+            self._welcomed = True
             log.info(
                 "joined as runner %d: subnet %s, VNI %d, host %s",
                 allocation.runner_id,
@@ -222,7 +223,6 @@ class RunnerAgent:
             )
             with HostReader(connection, self.peers, allocation.runner_id) as host:
                 await self._heartbeats(connection, host, allocation, request)
-            return True
         finally:
             await connection.close()
 
