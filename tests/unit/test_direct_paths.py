@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timezone
 
+from krnet.core.model.peers import PathKind, PeerPath
+from krnet.core.model.report import pair_to_wire
 from krnet.core.model.snapshot_json import load_file
 from krnet.core.observe.diagnose.check import PASS, WARN, Context
 from krnet.core.observe.diagnose.direct import check_direct_paths
 from tests.unit.test_diagnose import FIXTURES
 
 
-def pair(runner_id: int, physical_ip: str, path: str) -> dict[str, object]:
-    return {
-        "runner_id": runner_id,
-        "physical_ip": physical_ip,
-        "path": path,
-        "since": "2026-01-01T00:00:05+00:00",
-        "last_probe": "2026-01-01T00:00:09+00:00",
-        "last_probe_ok": path == "direct",
-        "failures": 0 if path == "direct" else 3,
-        "successes": 2 if path == "direct" else 0,
-    }
+def pair(runner_id: int, physical_ip: str, path: PathKind) -> list[object]:
+    """One pair as a runner's report carries it (its own record's form, with the last probe)."""
+    direct = path == "direct"
+    since, probed = (
+        datetime(2026, 1, 1, 0, 0, 5, tzinfo=timezone.utc),
+        datetime(2026, 1, 1, 0, 0, 9, tzinfo=timezone.utc),
+    )
+    found = PeerPath(
+        runner_id, physical_ip, path, since, probed, direct, 0 if direct else 3, 2 if direct else 0
+    )
+    return pair_to_wire(found, detail=True)
 
 
-def host_context(mode: str, reports: dict[int, list[dict[str, object]]]) -> Context:
+def host_context(mode: str, reports: dict[int, list[list[object]]]) -> Context:
     snapshot = load_file(FIXTURES / "healthy_host.json")
     runners = tuple(
         dataclasses.replace(

@@ -104,19 +104,40 @@ def test_tracking_adds_new_peers_direct_forgets_gone_ones_and_follows_an_address
 def test_the_report_carries_direct_peers_only_when_there_are_some() -> None:
     pair = PeerPath(2, "192.0.2.12", "hub", NOW, NOW, False, 3, 0)
     report = RunnerReport(tunnel_present=True, direct_peers=(pair,))
-    wire = report.to_wire()
-    assert wire["direct_peers"] == [
-        {
-            "runner_id": 2,
-            "physical_ip": "192.0.2.12",
-            "path": "hub",
-            "since": NOW.isoformat(),
-            "last_probe": NOW.isoformat(),
-            "last_probe_ok": False,
-            "failures": 3,
-            "successes": 0,
-        }
-    ]
-    assert RunnerReport.from_wire(wire) == report
+    epoch = int(NOW.timestamp())
+    assert report.to_wire()["direct_peers"] == [[2, "192.0.2.12", "hub", epoch, 3, 0]]
+    detailed = report.to_wire(detail=True)
+    assert detailed["direct_peers"] == [[2, "192.0.2.12", "hub", epoch, 3, 0, epoch, False]]
+    assert RunnerReport.from_wire(detailed) == report
     assert "direct_peers" not in RunnerReport(tunnel_present=True).to_wire()
-    assert RunnerReport.from_wire({"direct_peers": [{"runner_id": "x"}]}).direct_peers == ()
+    for malformed in ([{"runner_id": 2}], [[2, "192.0.2.12", "mesh", 0, 0, 0]], [[True] * 6]):
+        assert RunnerReport.from_wire({"direct_peers": malformed}).direct_peers == ()
+
+
+def test_a_heartbeat_of_a_runner_with_254_peers_fits_the_bound_and_stays_the_same() -> None:
+    """At 255 runners each runner reports 254 pairs: the heartbeat must fit MAX_OBSERVED (it
+    was 47 KB, so the runner's own heartbeat was refused and it reconnected every 5 s), and a
+    probe round that switches nothing must not change it (the host then writes only a time)."""
+    from krnet.core.protocol.framing import canonical_json
+    from krnet.core.protocol.messages import MAX_OBSERVED, Heartbeat
+
+    def pairs(probed: datetime, successes: int) -> tuple[PeerPath, ...]:
+        return tuple(
+            PeerPath(m, f"198.51.100.{m % 250 + 1}", "direct", NOW, probed, True, 0, successes)
+            for m in range(2, 256)
+        )
+
+    report = RunnerReport(tunnel_present=True, vni=101, direct_peers=pairs(NOW, 7))
+    wire = report.to_wire()
+    assert len(canonical_json(wire)) <= MAX_OBSERVED
+    Heartbeat.model_validate(
+        {"type": "heartbeat", "applied": None, "observed": wire, "seq": 2, "mac": "0" * 64}
+    )
+    later = RunnerReport(
+        tunnel_present=True, vni=101, direct_peers=pairs(NOW + timedelta(seconds=5), 8)
+    )
+    assert later.to_wire() == wire  # the next round, all good: nothing the host must write
+    back = RunnerReport.from_wire(wire).direct_peers
+    assert [(p.runner_id, p.physical_ip, p.path, p.since) for p in back] == [
+        (p.runner_id, p.physical_ip, p.path, p.since) for p in report.direct_peers
+    ]

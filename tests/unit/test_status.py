@@ -336,18 +336,9 @@ def test_node_overlay_reports_a_corrupt_record_in_one_line(
 
 
 def test_direct_mode_lists_each_runners_paths_as_it_reported_them() -> None:
-    pairs = [
-        {
-            "runner_id": 2,
-            "physical_ip": "192.0.2.2",
-            "path": "hub",
-            "since": "2026-01-01T00:00:05+00:00",
-            "last_probe": "2026-01-01T00:00:05+00:00",
-            "last_probe_ok": False,
-            "failures": 3,
-            "successes": 0,
-        }
-    ]
+    from tests.unit.test_direct_paths import pair
+
+    pairs = [pair(2, "192.0.2.2", "hub")]
     reported = runner(1, observed={"tunnel_present": True, "direct_peers": pairs})
     status = status_of(reported, settings=replace(HOST, overlay_mode="direct"))
     assert status["overlay_mode"] == "direct"
@@ -358,7 +349,7 @@ def test_direct_mode_lists_each_runners_paths_as_it_reported_them() -> None:
             "physical_ip": "192.0.2.2",
             "path": "hub",
             "since": "2026-01-01T00:00:05Z",
-            "last_probe": "2026-01-01T00:00:05Z",
+            "last_probe": "2026-01-01T00:00:09Z",
             "last_probe_ok": False,
         }
     ]

@@ -235,8 +235,9 @@ class RunnerAgent:
     ) -> None:
         """Report what is applied and observed; apply the host's answer when it differs."""
         while not await self._wait(allocation.heartbeat_interval):
-            observed = await self._observe()
+            report = await self._observe()
             applied = applied_of(self.applied).model_dump() if self.applied else None
+            observed: dict[str, Any] = report.to_wire()  # JSON values only
             await connection.send_message(Heartbeat, applied=applied, observed=observed)
             ack = await host.ack()
             desired = own_allocation(self.settings, ack.allocation(), self._routes())
@@ -248,7 +249,7 @@ class RunnerAgent:
                     self.store.heartbeat,
                     desired.runner_id,
                     now=datetime.now(timezone.utc),
-                    observed=observed,
+                    observed=report.to_wire(detail=True),  # its own record keeps each probe
                 )
 
     async def _enrol(self, connection: HostConnection, welcome: Welcome) -> None:
@@ -298,12 +299,11 @@ class RunnerAgent:
                 now=datetime.now(timezone.utc),
             )
 
-    async def _observe(self) -> dict[str, Any]:
+    async def _observe(self) -> RunnerReport:
         try:
-            report = await asyncio.to_thread(self.dataplane.observe)
+            return await asyncio.to_thread(self.dataplane.observe)
         except KrnetError as exc:
-            report = RunnerReport.failed(str(exc))
-        return report.to_wire()
+            return RunnerReport.failed(str(exc))
 
     async def _wait(self, seconds: float) -> bool:
         """Sleep, waking early on `stop`; True when stopped."""

@@ -6,16 +6,23 @@ and status, diagnosis and the TUI read it through `RunnerRecord.report`. The wir
 three shapes, kept exactly: every link key (a runner with its overlay; `direct_peers` only in
 direct mode, so hub mode's report is unchanged), `{"error": ...}` alone
 (it could not read its links) and `{}` (nothing to report: no overlay data plane).
+
+Each direct pair travels as a short array, not an object: a runner of a 255-runner cluster
+reports 254 pairs in every heartbeat, and objects with their keys took 47 KB, three times the
+bound a heartbeat's `observed` has. The heartbeat's form leaves out what changes on every probe
+round (the probe's time, counts above the switch threshold), so a round that switches nothing
+sends the same report and the host writes only a time; the runner's own record keeps the
+detail (`to_wire(detail=True)`), for its `node overlay` and `doctor`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import datetime, timezone
 from typing import TypeVar
 
-from krnet.core.model.codec import decode, encode
-from krnet.core.model.peers import PeerPath
+from krnet.core.model.peers import SWITCH_AFTER, PeerPath
 
 T = TypeVar("T")
 UNLISTED = ("error", "direct_peers")  # the error travels alone; peers only when there are some
@@ -50,8 +57,9 @@ class RunnerReport:
         """Whether the report says nothing (a runner without an overlay data plane)."""
         return self == RunnerReport()
 
-    def to_wire(self) -> dict[str, object]:
-        """The heartbeat's `observed` object."""
+    def to_wire(self, *, detail: bool = False) -> dict[str, object]:
+        """The heartbeat's `observed` object; with `detail`, each pair's last probe too (the
+        runner's own record)."""
         if self.error is not None:
             return {"error": self.error}
         if self.empty:
@@ -61,7 +69,7 @@ class RunnerReport:
         }
         wire["bridge_addresses"] = list(self.bridge_addresses)
         if self.direct_peers:  # hub mode's report stays exactly what it was
-            wire["direct_peers"] = encode(self.direct_peers)
+            wire["direct_peers"] = [pair_to_wire(pair, detail=detail) for pair in self.direct_peers]
         return wire
 
     @classmethod
@@ -87,15 +95,70 @@ class RunnerReport:
         )
 
 
+def pair_to_wire(pair: PeerPath, *, detail: bool) -> list[object]:
+    """`[runner_id, physical_ip, path, since, failures, successes]`, the times in whole epoch
+    seconds and the counts capped at the switch threshold; `detail` adds `last_probe` (epoch
+    seconds) and `last_probe_ok`."""
+    wire: list[object] = [
+        pair.runner_id,
+        pair.physical_ip,
+        pair.path,
+        int(pair.since.timestamp()),
+        min(pair.failures, SWITCH_AFTER),
+        min(pair.successes, SWITCH_AFTER),
+    ]
+    if detail:
+        probed = pair.last_probe
+        wire += [None if probed is None else round(probed.timestamp(), 3), pair.last_probe_ok]
+    return wire
+
+
+def pair_from_wire(value: object) -> PeerPath:
+    """The pair `pair_to_wire` wrote; ValueError when `value` is not one."""
+    if not isinstance(value, list) or len(value) not in (6, 8):
+        raise ValueError(f"a direct pair is a list of 6 or 8 values, not {value!r:.60}")
+    runner_id, physical_ip, path, since, failures, successes, *probe = value
+    probed, probe_ok = probe or (None, None)
+    if not (_whole(runner_id) and _whole(since) and _whole(failures) and _whole(successes)):
+        raise ValueError(f"a direct pair's id, since and counts are whole numbers: {value!r:.60}")
+    if not isinstance(physical_ip, str) or path not in ("direct", "hub"):
+        raise ValueError(
+            f"a direct pair's address is a string, its path direct or hub: {value!r:.60}"
+        )
+    if not (probed is None or isinstance(probed, int | float)) or probe_ok not in (
+        None,
+        True,
+        False,
+    ):
+        raise ValueError(f"a direct pair's last probe is a time and a flag: {value!r:.60}")
+    return PeerPath(
+        runner_id,
+        physical_ip,
+        path,
+        _time(since),
+        None if probed is None else _time(probed),
+        probe_ok,
+        failures,
+        successes,
+    )
+
+
 def _peers(value: object) -> tuple[PeerPath, ...]:
     """The reported pairs; a malformed list is unsaid, like any other wrong value."""
     if not isinstance(value, list):
         return ()
     try:
-        peers: tuple[PeerPath, ...] = decode(tuple[PeerPath, ...], value, "direct_peers")
-    except (ValueError, TypeError, KeyError):
+        return tuple(pair_from_wire(item) for item in value)
+    except (ValueError, OverflowError, OSError):
         return ()
-    return peers
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _time(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
 
 
 def _of(kind: type[T], value: object) -> T | None:

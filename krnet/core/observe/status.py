@@ -191,7 +191,8 @@ def render_overlay_table(status: Mapping[str, object], *, bridge: str | None = N
     pairs = [
         f"runner {_cell(entry['runner_id'])} -> {_cell(pair.get('runner_id'))} "
         f"({_cell(pair.get('physical_ip'))}): {_cell(pair.get('path'))} "
-        f"since {_cell(pair.get('since'))}, last probe {_cell(pair.get('last_probe'))}"
+        f"since {_cell(pair.get('since'))}"
+        + (f", last probe {_cell(pair['last_probe'])}" if pair.get("last_probe") else "")
         for entry in runners
         for pair in _entries({"runners": entry.get("direct_peers")})
     ]
@@ -262,7 +263,8 @@ def _runner_entry(
 
 
 def direct_paths(record: RunnerRecord) -> list[dict[str, object]]:
-    """Each pair of a direct-mode runner as it last reported it: direct or via the hub."""
+    """Each pair of a direct-mode runner as it last reported it: direct or via the hub. The
+    last probe is the runner's own record's (None on the host: heartbeats leave it out)."""
     return [
         {
             "runner_id": pair.runner_id,
