@@ -74,14 +74,19 @@ def own_status(cluster: Cluster, runner: ClusterNode) -> tuple[str, list[tuple[i
     return status["overlay_mode"], peers
 
 
+def restart_host(cluster: Cluster, mode: str) -> None:
+    """Stop the host's serve, rewrite its config with `mode`, start it again."""
+    assert cluster.stop(cluster.host) == 0
+    cluster.write_config(cluster.host, overlay_mode=mode)
+    cluster.start(cluster.host)
+
+
 def host_mode(cluster: Cluster, mode: str) -> None:
     """Put the host in `mode`: stop its serve, rewrite its config, start it; runners untouched."""
     if cluster.status()["overlay_mode"] == mode:
         return
     runners = [runner.serve for runner in cluster.nodes]
-    assert cluster.stop(cluster.host) == 0
-    cluster.write_config(cluster.host, overlay_mode=mode)
-    cluster.start(cluster.host)
+    restart_host(cluster, mode)
     cluster.wait_for_runners()
     assert [runner.serve for runner in cluster.nodes] == runners
     assert all(process is not None and process.poll() is None for process in runners)
@@ -89,6 +94,12 @@ def host_mode(cluster: Cluster, mode: str) -> None:
 
 def others(own: int) -> list[int]:
     return [peer for peer in IDS if peer != own]
+
+
+def ping(runner: ClusterNode, address: str) -> None:
+    """Three echoes from the runner's namespace to an overlay address, all answered."""
+    pinged = runner.node.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", address], check=False)
+    assert pinged.returncode == 0, pinged.stdout
 
 
 def test_runners_follow_the_host_into_direct_mode(cluster: Cluster) -> None:
@@ -125,6 +136,33 @@ def test_runners_follow_the_host_back_to_hub(cluster: Cluster) -> None:
         assert peer_entries(runner, peer) == (False, False, False)
         assert guard_members(runner) == {"192.0.2.1"}  # the host alone
         assert hub_route(runner, own)
-    one = cluster.nodes[0].node
-    pinged = one.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.1"], check=False)
-    assert pinged.returncode == 0, pinged.stdout
+    ping(cluster.nodes[0], "10.0.0.1")
+
+
+LEFT_OVER = "removed a direct side left from before"
+
+
+def test_a_runner_down_while_the_host_went_back_to_hub_drops_its_direct_side(
+    cluster: Cluster,
+) -> None:
+    """Runner 2's serve is stopped in direct mode (a SIGKILL leaves the same kernel state) and
+    the host goes back to hub meanwhile: at its start runner 2 removes the `vxkrd` it kept."""
+    one, two = cluster.nodes
+    host_mode(cluster, "direct")
+    cluster.wait_until("runner 2's entries", lambda: peer_entries(two, 1) == (True, True, True))
+    assert cluster.stop(two) == 0
+    restart_host(cluster, "hub")
+    cluster.wait_until("runner 1 to follow to hub", lambda: own_status(cluster, one)[0] == "hub")
+    assert has_vtep(two) and peer_entries(two, 1) == (True, True, True)  # kept while down
+    said = two.log.stat().st_size
+    cluster.start(two)
+    cluster.wait_for_runners()
+    cluster.wait_until("runner 2's vxkrd to go", lambda: not has_vtep(two))
+    assert peer_entries(two, 1) == (False, False, False)
+    assert guard_members(two) == {"192.0.2.1"}
+    assert hub_route(two, 2)
+    assert own_status(cluster, two) == ("hub", [])
+    ping(two, "10.1.0.1")  # runner 1's gateway, through the hub: lost by the kept vxkrd
+    ping(two, "10.0.0.1")
+    assert LEFT_OVER in two.log.read_bytes()[said:].decode()
+    assert LEFT_OVER not in one.log.read_text()  # a clean or following runner says nothing

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from krnet.core.control.agent import RunnerAgent
 from krnet.core.control.leave import leave_host
@@ -76,11 +79,16 @@ async def test_a_push_comes_between_heartbeats_signed_and_newer_each_time(
 
 
 async def test_hub_mode_sends_no_table_and_applies_none(
-    start_host: StartHost, tmp_path: Path
+    start_host: StartHost, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The first hub welcome checks once for a direct side left from before; a clean runner
+    (the null plane has none) removes nothing and says nothing."""
     host = await start_host()
-    async with running_agent(host.port, tmp_path / "r1", "runner-1") as (agent, plane):
-        await wait_until(lambda: agent.applied is not None)
-        await asyncio.sleep(0.5)  # a few heartbeats
-    assert all(name not in ("apply_peers", "withdraw_direct") for name, _ in plane.calls)
+    with caplog.at_level(logging.INFO, logger="krnet.runner"):
+        async with running_agent(host.port, tmp_path / "r1", "runner-1") as (agent, plane):
+            await wait_until(lambda: agent.applied is not None)
+            await asyncio.sleep(0.5)  # a few heartbeats
+    direct = [name for name, _ in plane.calls if name in ("apply_peers", "withdraw_direct")]
+    assert direct == ["withdraw_direct"]
+    assert not [record for record in caplog.records if "hub mode" in record.getMessage()]
     assert host.service.context.peers.generation == 0

@@ -125,6 +125,17 @@ def test_hub_mode_probes_nothing_and_withdrawing_direct_mode_removes_the_vtep() 
     assert plane.observe().direct_peers == ()
 
 
+def test_withdrawing_on_a_runner_that_never_was_direct_leaves_its_guard_alone() -> None:
+    """A first hub welcome: the leftover check touches `vxkrd` only, no rule, no event."""
+    plane, journal, _prober, events = direct_runner()
+    plane.apply(allocation(2))
+    journal.calls.clear()
+    assert plane.withdraw_direct() == []
+    assert [name for name, _ in journal.calls] == ["session", "remove"]
+    assert journal.named("remove") == ["vxkrd"]  # the real kernel's remove_link reads first
+    assert events.changes == []
+
+
 def test_a_lost_allocation_in_direct_mode_takes_the_vtep_too() -> None:
     plane, journal, _prober, _events = direct_runner()
     plane.apply_peers(PEERS)

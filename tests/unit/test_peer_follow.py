@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from ipaddress import IPv4Address, IPv4Network
+
+import pytest
 
 from krnet.core.control.agent import own_allocation
 from krnet.core.control.peer_follow import PeerFollower
@@ -34,17 +37,48 @@ def test_direct_mode_applies_every_peer_but_this_runner_once_per_change() -> Non
     assert (follower.mode, follower.generation) == ("direct", 2)
 
 
-def test_a_host_in_hub_mode_withdraws_the_direct_side_only_when_there_was_one() -> None:
+def test_a_host_in_hub_mode_withdraws_the_direct_side_once_per_mode_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     plane = NullRunnerDataPlane()
     follower = PeerFollower(plane)
 
     async def scenario() -> None:
-        await follower.follow("hub", 1, None, 0)  # hub from the start: nothing to withdraw
+        await follower.follow("hub", 1, None, 0)  # first welcome: a direct side left from before?
+        await follower.follow("hub", 1, None, 0)  # a reconnect: already hub, nothing to do
         await follower.follow("direct", 1, TABLE, 1)
         await follower.follow("hub", 1, None, 0)
 
-    asyncio.run(scenario())
-    assert [name for name, _ in plane.calls] == ["apply_peers", "withdraw_direct"]
+    with caplog.at_level(logging.INFO, logger="krnet.runner"):
+        asyncio.run(scenario())
+    called = [name for name, _ in plane.calls]
+    assert called == ["withdraw_direct", "apply_peers", "withdraw_direct"]
+    messages = [record.getMessage() for record in caplog.records if "hub mode" in record.message]
+    assert messages == ["the host runs hub mode: the direct VTEP and its entries are gone"]
+
+
+class LeftFromBefore(NullRunnerDataPlane):
+    """A runner whose kernel still holds the `vxkrd` an earlier serve built."""
+
+    def withdraw_direct(self) -> list[str]:
+        super().withdraw_direct()
+        return ["vxkrd: removed"]
+
+
+def test_a_direct_side_left_from_before_goes_at_the_first_hub_welcome_and_is_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plane = LeftFromBefore()
+    follower = PeerFollower(plane)
+    with caplog.at_level(logging.INFO, logger="krnet.runner"):
+        asyncio.run(follower.follow("hub", 1, None, 0))
+    assert plane.calls == [("withdraw_direct", None)]
+    assert follower.mode == "hub"
+    [record] = [r for r in caplog.records if "hub mode" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "the host runs hub mode: removed a direct side left from before (vxkrd: removed)"
+    )
 
 
 def test_probes_run_in_direct_mode_only() -> None:

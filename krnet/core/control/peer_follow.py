@@ -4,8 +4,11 @@ After the welcome, a `HostReader` reads everything the host sends on the connect
 `peers` push is applied at once (not at the next heartbeat), each `heartbeat_ack` is handed to
 the heartbeat loop. The `PeerFollower` turns the host's mode and table into the data plane's
 calls: `apply_peers` with every peer but this runner in direct mode, `withdraw_direct` once
-when the host says hub. A lost connection changes nothing: direct traffic keeps flowing while
-the host is away, and the next welcome brings the table again.
+when the host says hub: after direct mode, and also at this process's first hub welcome, since
+a direct side built before it started (its serve down or killed while the host went back to
+hub) would still send traffic to VTEPs no one answers. A lost connection changes nothing:
+direct traffic keeps flowing while the host is away, and the next welcome brings the table
+again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class PeerFollower:
 
     def __init__(self, dataplane: RunnerDataPlane) -> None:
         self.dataplane = dataplane
-        self.mode: OverlayMode | None = None  # None: not told yet (nothing to withdraw)
+        self.mode: OverlayMode | None = None  # None: not told yet (a direct side may be left)
         self.generation = 0
         self._applied: tuple[Peer, ...] | None = None
 
@@ -43,9 +46,8 @@ class PeerFollower:
         plane's reconcile tries again."""
         try:
             if mode == "hub":
-                if self.mode == "direct":
-                    await asyncio.to_thread(self.dataplane.withdraw_direct)
-                    log.info("the host runs hub mode: the direct VTEP and its entries are gone")
+                if self.mode != "hub":
+                    await self._withdraw_direct()
                 self.mode, self._applied = mode, None
                 return
             others = tuple(
@@ -61,6 +63,17 @@ class PeerFollower:
         except KrnetError as exc:
             self._applied = None
             log.error("could not apply the host's peer table %d: %s", generation, exc)
+
+    async def _withdraw_direct(self) -> None:
+        """Hub mode: the direct side goes, the one built here or one left from before."""
+        removed = await asyncio.to_thread(self.dataplane.withdraw_direct)
+        if self.mode == "direct":
+            log.info("the host runs hub mode: the direct VTEP and its entries are gone")
+        elif removed:  # a clean hub runner says nothing
+            log.warning(
+                "the host runs hub mode: removed a direct side left from before (%s)",
+                "; ".join(removed),
+            )
 
     async def probe_forever(self, interval: float) -> None:
         """Direct mode: probe every pair each `interval`, whether or not the host is there."""

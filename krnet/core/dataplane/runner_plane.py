@@ -174,11 +174,15 @@ class RunnerPlane:
                 self._tell(changes + self._ensure_firewall(self._allocation))
 
     def withdraw_direct(self) -> list[str]:
-        """Direct mode off: `vxkrd` and every peer entry go, the guard admits the host alone."""
+        """Direct mode off: `vxkrd` and every peer entry go, the guard admits the host alone.
+
+        Also called at a first hub welcome: a `vxkrd` left from before is removed (one read of
+        the link when there is none); the guard is rebuilt only if this process admitted peers.
+        """
         with self._lock:
-            self._peers = None
+            was_direct, self._peers = self._peers is not None, None
             changes = self.direct.withdraw()
-            if self._allocation is not None:
+            if was_direct and self._allocation is not None:
                 changes += self._ensure_firewall(self._allocation)
             self._tell(changes)
         return changes
