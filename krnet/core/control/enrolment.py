@@ -7,7 +7,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from krnet.core.control.peers import welcome_peers
 from krnet.core.model.text import printable
 from krnet.core.protocol.channel import Channel, mac_key
 from krnet.core.protocol.framing import JsonObject
@@ -68,7 +67,7 @@ async def send_welcome(
     """The welcome (in direct mode with the peer table); on enrolment it carries `runner_key`,
     signed by the token alone (a former runner's: by the token and its retired key), and the
     channel signs everything after with the token and the new key."""
-    fields = {**allocation.model_dump(), **welcome_peers(context.peers)}
+    fields = {**allocation.model_dump(), **context.peers.welcome_fields()}
     if runner_key is None:
         await send(channel.sign(Welcome, **fields))
         return
