@@ -236,9 +236,10 @@ def report(runners: int, real: int, simulated: int, results: list[tuple[Spread, 
         if simulated_spreads:
             simulated_lasts = [max(each) for each in simulated_spreads]
             simulated_medians = [statistics.median(each) for each in simulated_spreads]
+            simulated_firsts = [min(each) for each in simulated_spreads]
             line += (
-                f"; the simulated runners' last: {_series(simulated_lasts)}, "
-                f"their median: {_series(simulated_medians)}"
+                f"; the simulated runners' first: {_series(simulated_firsts)}, "
+                f"median: {_series(simulated_medians)}, last: {_series(simulated_lasts)}"
             )
         print(line)
 
