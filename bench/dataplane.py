@@ -1,6 +1,6 @@
-"""Data-plane throughput and latency: krnet's overlay beside the underlay and a hand-built hub.
+"""Data-plane throughput and latency: krnet's overlay beside the underlay and hand-built paths.
 
-Three paths, each measured with the machine's own iperf3 (one TCP stream, receiver's rate) and
+Five paths, each measured with the machine's own iperf3 (one TCP stream, receiver's rate) and
 ping run inside the namespaces with `nsenter`:
   (a) overlay: a container on runner 1 -> a container on runner 2 through krnet (a lab cluster:
       host + 2 runners running the real `krnet serve`, a dockerd per runner, busybox containers);
@@ -12,7 +12,10 @@ ping run inside the namespaces with `nsenter`:
       runs `overlay_mode = "direct"`; for (a) the pair is put on the hub the way krnet does it
       when their UDP is blocked (a raw DROP on runner 1, waited for until both ends dropped
       the direct route), for (d) the block goes and the route comes back.
-Runs are interleaved (a, b, c, d, a, b, c, d, ...) so background load hits every path alike.
+  (e) hand-built direct: (c)'s containers over a VTEP per runner with the other's forwarding
+      entry, neighbour and route, as direct mode builds them: (e) / (c) is what the topology
+      itself gains on this kernel, with no netfilter, Docker or krnet in the path.
+Runs are interleaved (a, b, d, c, e, a, ...) so background load hits every path alike.
 Around each run it counts the packets the host's tunnels received and the CPU time of the
 host's `krnet serve`. Prints the median Gbit/s of the runs, the median ping RTT, the ratios.
 Bounded by --budget seconds; everything is torn down on exit, on error, on Ctrl-C and on SIGTERM.
@@ -307,14 +310,56 @@ class HostLoad:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def hand_built_hub(lab: Lab) -> Measurement:
-    """(c) the reference's shape with plain `ip` commands: no krnet, no iptables."""
+def hand_built(lab: Lab) -> tuple[Measurement, Measurement]:
+    """(c) the reference's shape with plain `ip` commands: no krnet, no iptables; (e) the same
+    containers over a hand-built direct path, each runner a VTEP `vxkrd` with the other's
+    forwarding entry, neighbour and route, as direct mode builds them (the route is what
+    switches a pair between the two, as in krnet)."""
+    containers, runners = hand_built_hub(lab)
+    routes = [hand_built_vtep(runner, index, runners) for index, runner in enumerate(runners, 1)]
+
+    def routed(direct: bool) -> Callable[[], None]:
+        def enter() -> None:
+            for runner, route in routes:
+                if direct:
+                    ip(runner, "route", "replace", *route)
+                elif _has_route(runner, route[0]):
+                    ip(runner, "route", "del", *route)
+
+        return enter
+
+    hub = Measurement("(c) hand-built hub", *containers, enter=routed(False))
+    return hub, Measurement("(e) hand-built direct", *containers, enter=routed(True))
+
+
+def hand_built_vtep(runner: Node, index: int, runners: list[Node]) -> tuple[Node, list[str]]:
+    """Runner `index`'s VTEP and its entries for the other runner; the route it takes."""
+    (other,) = [node for node in runners if node is not runner]
+    other_index = 3 - index
+    mac, other_mac = f"02:4b:52:00:00:{index:02x}", f"02:4b:52:00:00:{other_index:02x}"
+    ip(runner, "link", "add", "vxkrd", "mtu", str(MTU), "address", mac, "type", "vxlan", "id",
+       str(VNI_BASE), "local", runner.address, "dstport", "4789", "nolearning")  # fmt: skip
+    ip(runner, "addr", "add", f"10.{index}.0.0/32", "dev", "vxkrd")
+    ip(runner, "link", "set", "vxkrd", "up")
+    gateway = f"10.{other_index}.0.0"
+    runner.run(["bridge", "fdb", "append", other_mac, "dev", "vxkrd", "dst", other.address])
+    ip(runner, "neigh", "replace", gateway, "lladdr", other_mac, "dev", "vxkrd", "nud", "permanent")
+    return runner, [f"10.{other_index}.0.0/16", "via", gateway, "dev", "vxkrd", "onlink"]
+
+
+def _has_route(node: Node, network: str) -> bool:
+    return bool(node.run(["ip", "route", "show", network, "dev", "vxkrd"]).stdout.strip())
+
+
+def hand_built_hub(lab: Lab) -> tuple[list[Endpoint], list[Node]]:
+    """The reference's shape with plain `ip` commands: no krnet, no iptables; its containers
+    and runners."""
     host = lab.add_node("host", f"{HOST_UNDERLAY}/24")
     ip(host, "link", "add", "kohaku-host", "type", "bridge")
     ip(host, "addr", "add", "10.0.0.1/8", "dev", "kohaku-host")
     ip(host, "link", "set", "kohaku-host", "up")
     host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-    containers = []
+    containers, runners = [], []
     for index in (1, 2):
         runner = lab.add_node(f"r{index}", f"192.0.2.{10 + index}/24")
         vni = str(VNI_BASE + index)
@@ -330,7 +375,8 @@ def hand_built_hub(lab: Lab) -> Measurement:
         ip(runner, "route", "add", "10.0.0.0/8", "via", f"10.{index}.0.254")
         runner.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         containers.append(veth_container(lab, runner, index))
-    return Measurement("(c) hand-built hub", *containers)
+        runners.append(runner)
+    return containers, runners
 
 
 def ip(node: Node, *argv: str) -> None:
@@ -369,7 +415,7 @@ def _remove(ns: str) -> None:
 
 
 def report(paths: list[Measurement], runs: int, seconds: int) -> None:
-    overlay, underlay, direct, hand_built = paths
+    overlay, underlay, direct, hand_built, hand_direct = paths
     print()
     print(
         f"krnet data plane: {os.cpu_count()} CPUs, kernel {platform.release()}, "
@@ -391,6 +437,11 @@ def report(paths: list[Measurement], runs: int, seconds: int) -> None:
         f"received {max(direct.host_packets)} packets at most in a direct run, "
         f"{min(overlay.host_packets)} at least in a hub run; its krnet serve used at most "
         f"{max(direct.host_cpu):.2f} s of CPU in a {seconds} s direct run"
+    )
+    print(
+        f"  hand-built direct / hand-built hub: throughput {ratio(hand_direct, hand_built)}, "
+        f"RTT {hand_direct.median_rtt_ms / hand_built.median_rtt_ms:.2f}x (the topology's own "
+        "gain on this kernel, with no netfilter, Docker or krnet)"
     )
 
 
@@ -437,9 +488,9 @@ def benchmark(
             cluster = krnet_cluster(Path(workdir) / "cluster", say)
             stack.callback(cluster.close)
             lab = stack.enter_context(Lab())
-            say(f"building the hand-built hub ({lab.prefix}*)")
+            say(f"building the hand-built hub and direct path ({lab.prefix}*)")
             overlay, underlay, direct = krnet_paths(cluster)
-            paths = [overlay, underlay, direct, hand_built_hub(lab)]
+            paths = [overlay, underlay, direct, *hand_built(lab)]
             servers: list[subprocess.Popen[bytes]] = []
             stack.callback(stop_processes, servers)
             for path in {id(path.target): path for path in paths}.values():
