@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import pytest
 
+from krnet.core.model.report import RunnerReport
 from krnet.lab.namespaces import Lab, Node
 from tests.support import require_privileged
 from tests.unit.test_planes import allocation
@@ -57,8 +58,8 @@ class Driver:
         return self.send("peers", peers=[(rid, underlay(rid)) for rid in ids])
 
     def paths(self) -> dict[int, str]:
-        peers = self.send("probe")["report"].get("direct_peers", [])
-        return {peer["runner_id"]: peer["path"] for peer in peers}
+        report = RunnerReport.from_wire(self.send("probe")["report"])  # as the host reads it
+        return {pair.runner_id: pair.path for pair in report.direct_peers}
 
 
 @pytest.fixture(scope="module")
