@@ -97,6 +97,19 @@ async def test_release_by_id_frees_the_id_records_one_event_and_removes_the_tunn
     assert host.dataplane.calls[-1] == ("runner_gone", 2)
 
 
+async def test_a_runner_silent_past_its_timeout_is_released_as_inactive_before_it_is_judged(
+    start_host: StartHost,
+) -> None:
+    """`node overlay` shows a silent runner inactive before the host's liveness timer marks
+    it so; the release's answer says the same, not the record's not-yet-judged `active`."""
+    clock = Clock()
+    host = await start_host(clock=clock, runner_timeout=30.0)
+    await join_once(host.port, hostname="runner-a", identity=IDENTITY)
+    clock.advance(seconds=60)  # and release at once: the timer has not judged it yet
+    [released] = await release(host, runner="1")
+    assert (released.runner_id, released.status) == (1, "inactive")
+
+
 async def test_release_by_hostname(start_host: StartHost) -> None:
     host, _ = await two_inactive(start_host)
     assert [r.runner_id for r in await release(host, runner="runner-a")] == [1]

@@ -34,7 +34,7 @@ PART = 50  # released runners per `released` line: 50 of the largest still fit o
 
 def is_active(runner: RunnerRecord, now: datetime, runner_timeout: float) -> bool:
     """Heard from within runner_timeout (an adopted tunnel never was)."""
-    return runner.status == ACTIVE and now - runner.last_seen < timedelta(seconds=runner_timeout)
+    return runner.status_at(now, runner_timeout) == ACTIVE
 
 
 def choose(
@@ -87,7 +87,10 @@ async def answer_release(
     await context.write_last_seen()  # judge runners by every heartbeat heard so far
     runners = await record.run(record.store.runners)
     chosen = choose(runners, request, now, settings.runner_timeout)
-    done = [_entry(r) for r in chosen] if request.dry_run else await _release(context, chosen, now)
+    if request.dry_run:
+        done = [_entry(runner, now, settings.runner_timeout) for runner in chosen]
+    else:
+        done = await _release(context, chosen, now)
     parts = [done[start : start + PART] for start in range(0, len(done), PART)] or [[]]
     for index, part in enumerate(parts):
         more = index < len(parts) - 1
@@ -118,7 +121,8 @@ async def _release(
             continue
         context.liveness.forget([runner.runner_id])
         log.info("runner %d (%s) released by hand (%s)", runner.runner_id, runner.hostname, why)
-        done.append(_entry(released, await _remove_tunnel(context, runner.runner_id)))
+        tunnel_error = await _remove_tunnel(context, runner.runner_id)
+        done.append(_entry(released, now, timeout, tunnel_error))
     if done:
         await context.refresh_peers()  # direct mode: the others drop their entries
     return done
@@ -145,12 +149,15 @@ async def _remove_tunnel(context: HostContext, runner_id: int) -> str | None:
     return None
 
 
-def _entry(runner: RunnerRecord, tunnel_error: str | None = None) -> ReleasedRunner:
+def _entry(
+    runner: RunnerRecord, now: datetime, runner_timeout: float, tunnel_error: str | None = None
+) -> ReleasedRunner:
+    """What the answer says of one runner: its status as `node overlay` showed it."""
     return ReleasedRunner(
         runner_id=runner.runner_id,
         hostname=runner.hostname,
         physical_ip=runner.physical_ip,
-        status=runner.status,
+        status=runner.status_at(now, runner_timeout),
         last_seen=runner.last_seen.strftime("%Y-%m-%dT%H:%M:%SZ"),
         tunnel_error=tunnel_error,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Literal
 
@@ -49,6 +49,13 @@ class RunnerRecord:
     def report(self) -> RunnerReport:
         """What the runner last said about its own end."""
         return RunnerReport.from_wire(self.observed)
+
+    def status_at(self, now: datetime, runner_timeout: float) -> RunnerStatus:
+        """Its status as every view tells it: a record still marked active but silent for
+        `runner_timeout` is inactive, whether or not a host has judged it yet (an adopted
+        tunnel's record never was active)."""
+        heard = now - self.last_seen < timedelta(seconds=runner_timeout)
+        return ACTIVE if self.status == ACTIVE and heard else INACTIVE
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from krnet.core.model.plan import (
     OverlayPlan,
     tunnel_name,
 )
-from krnet.core.model.records import ACTIVE, INACTIVE, RunnerRecord
+from krnet.core.model.records import ACTIVE, RunnerRecord
 from krnet.core.model.runner_state import NOT_JOINED, OVERLAY_OFF, RunnerState, held_settings
 from krnet.core.model.settings import Mode, Settings
 from krnet.core.model.text import printable
@@ -241,7 +241,6 @@ def _runner_entry(
     interface: str,
 ) -> dict[str, object]:
     subnet = IPv4Network(record.subnet)
-    silent = (now - record.last_seen).total_seconds() > runner_timeout
     return {
         "runner_id": record.runner_id,
         "hostname": record.hostname,
@@ -251,7 +250,7 @@ def _runner_entry(
         "gateway": str(subnet.network_address + GATEWAY_OFFSET),
         "host_ip": str(subnet.network_address + HOST_ON_SUBNET_OFFSET),
         "interface": interface,
-        "status": ACTIVE if record.status == ACTIVE and not silent else INACTIVE,
+        "status": record.status_at(now, runner_timeout),
         "last_seen": iso_utc(record.last_seen),
         "mismatches": mismatches(record, settings, plan, mode),
         # the Docker network its containers should use (reference: "Network Selection"), as the
