@@ -119,17 +119,13 @@ def pair_from_wire(value: object) -> PeerPath:
         raise ValueError(f"a direct pair is a list of 6 or 8 values, not {value!r:.60}")
     runner_id, physical_ip, path, since, failures, successes, *probe = value
     probed, probe_ok = probe or (None, None)
-    if not (_whole(runner_id) and _whole(since) and _whole(failures) and _whole(successes)):
+    if any(_int(number) is None for number in (runner_id, since, failures, successes)):
         raise ValueError(f"a direct pair's id, since and counts are whole numbers: {value!r:.60}")
     if not isinstance(physical_ip, str) or path not in ("direct", "hub"):
         raise ValueError(
             f"a direct pair's address is a string, its path direct or hub: {value!r:.60}"
         )
-    if not (probed is None or isinstance(probed, int | float)) or probe_ok not in (
-        None,
-        True,
-        False,
-    ):
+    if not isinstance(probed, int | float | None) or not isinstance(probe_ok, bool | None):
         raise ValueError(f"a direct pair's last probe is a time and a flag: {value!r:.60}")
     return PeerPath(
         runner_id,
@@ -151,10 +147,6 @@ def _peers(value: object) -> tuple[PeerPath, ...]:
         return tuple(pair_from_wire(item) for item in value)
     except (ValueError, OverflowError, OSError):
         return ()
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _time(epoch: float) -> datetime:
